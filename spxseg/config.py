@@ -1,0 +1,342 @@
+"""Typed configuration: plain dataclasses built from YAML.
+
+A config file is YAML whose top-level sections mirror :class:`Config`. A file may name
+one or more parent files with ``_base_: path`` (or a list); parents are merged first,
+recursively, and the child's keys win. Dotted overrides (``train.lr=3e-4``) are parsed
+with YAML typing. Unknown keys and wrong types are errors that name the key and, for
+unknown keys, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be turned into a :class:`Config`."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    pretrained: bool = False  # ImageNet weights through timm (downloads); off by default
+    checkpoint: str | None = None  # local weights file, for offline machines
+    out_indices: list[int] | None = None  # timm feature stages; None = all
+
+
+@dataclass
+class TokenizerConfig:
+    iters: int = 3
+    heads: int = 2
+    dual_path: bool = False
+    ffn_ratio: float = 2.0
+
+
+@dataclass
+class TransformerConfig:
+    layers: int = 4
+    dim: int = 256
+    heads: int = 8
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    superpixel_weight: float = 0.5
+    ignore_index: int = 255
+
+
+@dataclass
+class ModelConfig:
+    num_classes: int = 19
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    pixel_stride: int = 4  # s: stride of the pixel features
+    cell: int = 8  # c: superpixel cell size in pixel-feature units
+    channels: int = 128  # C: pixel feature width
+    fuse_conv: str = "separable"  # pixel decoder's 3x3 conv: separable | full
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class SyntheticConfig:
+    generate: bool = False  # write the synthetic set to data.root when it is missing
+    train: int = 200
+    val: int = 40
+    size: list[int] = field(default_factory=lambda: [256, 512])  # H, W
+    seed: int = 0
+
+
+@dataclass
+class CocoConfig:
+    train_images: str = "images/train"  # relative to data.root unless absolute
+    train_json: str = "annotations/train.json"
+    val_images: str = "images/val"
+    val_json: str = "annotations/val.json"
+    categories: dict[int, int] | None = None  # COCO category id -> class index
+    class_names: list[str] | None = None
+    background: int = 255  # class index of unannotated pixels (255 = ignore)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cityscapes"  # cityscapes | ade20k | coco
+    root: str = "data/cityscapes"
+    train_split: str = "train"
+    val_split: str = "val"
+    # training pipeline
+    base_size: list[int] = field(default_factory=lambda: [1024, 2048])  # H, W before ratio
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])  # H, W
+    cat_max_ratio: float = 0.75
+    flip: bool = True
+    photometric: bool = True
+    # normalisation (RGB, 0-255 scale)
+    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    # test pipeline: resize so the short side is this many pixels (None = keep size)
+    test_short_side: int | None = None
+    num_workers: int = 4
+    pin_memory: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    coco: CocoConfig = field(default_factory=CocoConfig)
+
+
+# --------------------------------------------------------------------------- train / eval
+
+
+@dataclass
+class TrainConfig:
+    max_iters: int = 80000
+    batch_size: int = 8  # per process
+    lr: float = 1e-4
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.05
+    poly_power: float = 0.9
+    warmup_iters: int = 1500
+    grad_clip: float | None = 1.0  # max global grad norm; None disables
+    amp: str = "none"  # none | bf16 | fp16
+    accum_steps: int = 1
+    eval_interval: int = 4000
+    checkpoint_interval: int = 4000
+    keep_checkpoints: int = 3  # iteration checkpoints kept besides latest/best
+    log_interval: int = 50
+    seed: int = 0
+    deterministic: bool = False
+    sync_bn: bool = False
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "whole"  # whole | slide
+    crop_size: list[int] = field(default_factory=lambda: [1024, 1024])  # slide window H, W
+    stride: list[int] = field(default_factory=lambda: [768, 768])
+    flip: bool = False
+    scales: list[float] = field(default_factory=lambda: [1.0])
+    batch_size: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    work_dir: str | None = None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = args[:1] or (Any,)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        ktp, vtp = args or (Any, Any)
+        return {_convert(k, ktp, f"{key} key"): _convert(v, vtp, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _unknown_key_error(cls: type, key: str, prefix: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+    return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a (possibly partial) dict; missing keys keep defaults."""
+    if data is None:
+        data = {}
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key_error(cls, str(key), prefix)
+        kwargs[key] = _convert(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML config, resolving ``_base_`` files relative to it."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: circular _base_ chain: {' -> '.join(map(str, _seen + (path,)))}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    bases = raw.pop("_base_", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, load_yaml(path.parent / base, _seen + (path,)))
+    return _merge(merged, raw)
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested dict."""
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value")
+        dotted, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text != "" else None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': cannot parse value: {err}") from err
+        node = data
+        parts = dotted.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a :class:`Config` from a YAML file (with ``_base_``) plus dotted overrides."""
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    where = f"{path}: " if path is not None else ""
+    try:
+        return from_dict(Config, data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
+
+
+def model_config(cfg: Any) -> ModelConfig:
+    """Accept a :class:`ModelConfig`, a whole :class:`Config`, or a (partial) dict of either."""
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if isinstance(cfg, Config):
+        return cfg.model
+    if isinstance(cfg, dict):
+        if "model" in cfg:
+            return from_dict(Config, cfg).model
+        return from_dict(ModelConfig, cfg, prefix="model.")
+    raise TypeError(f"expected ModelConfig, Config or dict, got {type(cfg).__name__}")
+
+
+def data_config(cfg: Any) -> DataConfig:
+    """Accept a :class:`DataConfig`, a whole :class:`Config`, or a (partial) dict of either."""
+    if isinstance(cfg, DataConfig):
+        return cfg
+    if isinstance(cfg, Config):
+        return cfg.data
+    if isinstance(cfg, dict):
+        if "data" in cfg:
+            return from_dict(Config, cfg).data
+        return from_dict(DataConfig, cfg, prefix="data.")
+    raise TypeError(f"expected DataConfig, Config or dict, got {type(cfg).__name__}")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,135 @@
+"""The superpixel transformer for semantic segmentation (Zhu, Mei et al., IROS 2023).
+
+backbone -> pixel features at stride s -> superpixel tokenizer (local cross-attention) ->
+global transformer over superpixels -> superpixel classes -> pixel class probabilities as the
+association-weighted mixture of the 9 neighbouring superpixels' class distributions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spxseg.config import ModelConfig, model_config
+from spxseg.models import superpixel_ops as ops
+from spxseg.models.backbone import Backbone
+from spxseg.models.pixel_decoder import PixelDecoder
+from spxseg.models.tokenizer import SuperpixelTokenizer
+from spxseg.models.transformer import SuperpixelTransformer
+
+
+class SegOutput(NamedTuple):
+    """Result of a forward pass for images (B, 3, H, W).
+
+    probs: (B, K, H, W) class probabilities (each pixel sums to 1).
+    sp_logits: (B, K, Gh, Gw) superpixel class logits.
+    assoc: (B, 9, h, w) final pixel-superpixel association at stride s over the padded
+        grid (h = Gh * cell, w = Gw * cell); ``project(assoc, sp_logits.softmax(1))`` gives the
+        probabilities at stride s.
+    superpixels: (B, H, W) int64 hard superpixel id (row-major index into the Gh x Gw grid).
+    """
+
+    probs: Tensor
+    sp_logits: Tensor
+    assoc: Tensor
+    superpixels: Tensor
+
+
+class SuperpixelSegmenter(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stride, self.cell = cfg.pixel_stride, cfg.cell
+        self.backbone = Backbone(cfg.backbone, min_stride=cfg.pixel_stride)
+        self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.channels, cfg.fuse_conv)
+        tok = cfg.tokenizer
+        self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio)
+        tr = cfg.transformer
+        self.transformer = SuperpixelTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
+        self.classifier = nn.Linear(tr.dim, cfg.num_classes)
+        # pad inputs to a multiple of the superpixel size and of the backbone's coarsest stride
+        self.size_multiple = math.lcm(cfg.pixel_stride * cfg.cell, self.backbone.max_stride)
+        self._init_head_weights()
+
+    def _init_head_weights(self) -> None:
+        for name, module in self.named_modules():
+            if name.startswith("backbone"):
+                continue
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split for the optimiser: backbone / head, and no-decay (norms, biases)."""
+        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("backbone", "backbone_no_decay", "head", "head_no_decay")}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            part = "backbone" if name.startswith("backbone.") else "head"
+            no_decay = param.ndim <= 1  # biases and norm scales
+            groups[part + ("_no_decay" if no_decay else "")].append(param)
+        return groups
+
+    def forward(self, images: Tensor) -> SegOutput:
+        """images (B, 3, H, W), normalised, any H, W >= 32."""
+        b, _, height, width = images.shape
+        m = self.size_multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        h, w = (height + pad_h) // self.stride, (width + pad_w) // self.stride
+        gh, gw = h // self.cell, w // self.cell
+
+        pix = self.pixel_decoder(self.backbone(x), (h, w))  # (B, C, h, w)
+        pix = ops.to_cells(pix, self.cell)  # (B, Gh, Gw, n, C)
+        valid = self._valid_cells(height, width, h, w, images)  # (1, Gh, Gw, 1, n)
+        sp, assoc, pix = self.tokenizer(pix, valid.expand(b, -1, -1, -1, -1))  # assoc (B, Gh, Gw, 9, n)
+        coords = self._pixel_coords(height, width, h, w, images)
+        centroids = ops.pool_cells(assoc * valid, coords)  # (B, Gh, Gw, 2)
+        tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)
+        sp_logits = self.classifier(tokens).view(b, gh, gw, -1)  # (B, Gh, Gw, K)
+
+        sp_probs = sp_logits.float().softmax(-1)
+        probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
+        probs = ops.from_cells(probs, self.cell).contiguous()  # (B, K, h, w)
+        probs = F.interpolate(probs, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        probs = probs[:, :, :height, :width]
+
+        superpixels = self._hard_ids(assoc, gh, gw)[:, :height, :width]
+        return SegOutput(
+            probs=probs,
+            sp_logits=sp_logits.permute(0, 3, 1, 2),
+            assoc=ops.assoc_from_cells(assoc, self.cell),
+            superpixels=superpixels,
+        )
+
+    def _valid_cells(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
+        """(1, Gh, Gw, 1, n): 1 where the stride-s pixel covers part of the image, 0 for padding."""
+        rows = (torch.arange(h, device=like.device) * self.stride < height).view(h, 1)
+        cols = (torch.arange(w, device=like.device) * self.stride < width).view(1, w)
+        valid = (rows & cols).to(like.dtype).view(1, 1, h, w)
+        return ops.to_cells(valid, self.cell).transpose(-1, -2)
+
+    def _pixel_coords(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
+        """(1, Gh, Gw, n, 2): (y, x) of each stride-s pixel centre, normalised to the image."""
+        ys = (torch.arange(h, device=like.device, dtype=torch.float32) + 0.5) * self.stride / height
+        xs = (torch.arange(w, device=like.device, dtype=torch.float32) + 0.5) * self.stride / width
+        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, h, w)
+        return ops.to_cells(grid.unsqueeze(0), self.cell)
+
+    def _hard_ids(self, assoc: Tensor, gh: int, gw: int) -> Tensor:
+        """Hard superpixel id per image pixel (B, Hp, Wp) from the association (B, Gh, Gw, 9, n)."""
+        j = assoc.argmax(-2)  # (B, Gh, Gw, n)
+        gy = torch.arange(gh, device=assoc.device).view(1, gh, 1, 1)
+        gx = torch.arange(gw, device=assoc.device).view(1, 1, gw, 1)
+        ids = (gy + torch.div(j, 3, rounding_mode="floor") - 1) * gw + gx + j % 3 - 1
+        ids = ops.from_cells(ids.unsqueeze(-1), self.cell)[:, 0]  # (B, h, w)
+        return ids.repeat_interleave(self.stride, 1).repeat_interleave(self.stride, 2)
+
+
+def build_model(cfg: Any = None) -> SuperpixelSegmenter:
+    """Build the model from a :class:`ModelConfig`, a whole config, or a (partial) dict."""
+    return SuperpixelSegmenter(model_config(cfg if cfg is not None else {}))

@@ -1,0 +1,65 @@
+"""Global reasoning over superpixel tokens: a pre-norm transformer encoder using SDPA."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spxseg.models.tokenizer import FeedForward
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"model.transformer.heads={heads} must divide model.transformer.dim={dim}")
+        self.heads, self.dropout = heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, N, D) -> (B, N, D)."""
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        drop = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, heads, N, d / heads)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = FeedForward(dim, mlp_ratio, dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class SuperpixelTransformer(nn.Module):
+    """Projects superpixels to width D, adds a centroid position encoding, runs L encoder layers.
+
+    Args:
+        in_channels: C, width of the tokenizer's superpixels.
+        dim: D, token width.
+    """
+
+    def __init__(
+        self, in_channels: int, dim: int = 256, layers: int = 4, heads: int = 8, mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.input = nn.Linear(in_channels, dim)
+        self.position = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: Tensor, centroids: Tensor) -> Tensor:
+        """tokens (B, N, C), centroids (B, N, 2) in [0, 1] -> (B, N, D), normalised."""
+        x = self.input(tokens) + self.position(centroids.to(tokens.dtype))
+        for layer in self.layers:
+            x = layer(x)
+        return self.norm(x)
