@@ -1,0 +1,128 @@
+"""The assembled superpixel transformer: shapes, probabilities, padding, losses, learning."""
+
+import pytest
+import torch
+
+from spxseg import build_model
+from spxseg.config import ModelConfig
+from spxseg.models import segmentation_loss, superpixel_targets
+from spxseg.models import superpixel_ops as ops
+
+SMALL = {
+    "num_classes": 5,
+    "backbone": {"name": "resnet18"},
+    "channels": 32,
+    "cell": 4,
+    "tokenizer": {"iters": 2, "heads": 2},
+    "transformer": {"layers": 1, "dim": 64, "heads": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(SMALL)
+
+
+@pytest.mark.parametrize("size", [(97, 203), (32, 32), (255, 511)])
+def test_forward_backward_any_size(model, size):
+    h, w = size
+    images = torch.randn(2, 3, h, w)
+    out = model(images)
+    gh, gw = -(-h // 32) * 32 // 16, -(-w // 32) * 32 // 16  # padded to 32, superpixels of 4*4 px
+    assert out.probs.shape == (2, 5, h, w)
+    assert out.sp_logits.shape == (2, 5, gh, gw)
+    assert out.assoc.shape == (2, 9, gh * 4, gw * 4)
+    assert out.superpixels.shape == (2, h, w) and out.superpixels.dtype == torch.int64
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(2, h, w))
+    assert (out.probs >= 0).all()
+    assert out.superpixels.min() >= 0 and out.superpixels.max() < gh * gw
+    torch.testing.assert_close(out.assoc.sum(1), torch.ones(2, gh * 4, gw * 4))
+
+    labels = torch.randint(0, 5, (2, h, w))
+    labels[:, : h // 3] = 255
+    loss = segmentation_loss(out, labels, model.cfg.loss, model.stride)
+    assert torch.isfinite(loss.total)
+    loss.total.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    model.zero_grad()
+
+
+def test_probabilities_are_the_projection_of_superpixel_classes(model):
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64))
+    at_stride = ops.project(out.assoc, out.sp_logits.softmax(1))  # (1, K, 16, 16)
+    upsampled = torch.nn.functional.interpolate(at_stride, size=(64, 64), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out.probs, upsampled, rtol=1e-5, atol=1e-6)
+    # hard ids: argmax association of each stride-4 pixel, mapped to the grid
+    j = out.assoc.argmax(1)[0]  # (16, 16)
+    ys, xs = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    ids = (ys // 4 + j // 3 - 1) * 4 + xs // 4 + j % 3 - 1
+    assert torch.equal(out.superpixels[0, ::4, ::4], ids)
+    model.train()
+
+
+def test_padding_is_masked(model):
+    """A 57x60 image is padded to 64x64: exactly the stride-4 pixels past the image are masked."""
+    valid = model._valid_cells(57, 60, 16, 16, torch.zeros(1))  # (1, Gh, Gw, 1, n)
+    grid = ops.from_cells(valid.transpose(-1, -2), model.cell)[0, 0]  # (16, 16)
+    expected = torch.zeros(16, 16)
+    expected[:15, :15] = 1  # rows 0..14 start inside 57 px (14 * 4 = 56), columns inside 60
+    assert torch.equal(grid, expected)
+
+
+def test_superpixel_targets_are_histograms():
+    assoc = torch.zeros(1, 9, 4, 4)
+    assoc[:, 4] = 1.0  # every pixel belongs to its own cell: 2x2 grid of 2x2 cells
+    labels = torch.tensor([[0, 0, 1, 1], [0, 2, 1, 1], [255, 255, 2, 2], [255, 255, 2, 1]])
+    hist, mass = superpixel_targets(assoc, labels[None], num_classes=3, stride=1, cell=2)
+    torch.testing.assert_close(hist[0, 0, 0], torch.tensor([0.75, 0.0, 0.25]))
+    torch.testing.assert_close(hist[0, 0, 1], torch.tensor([0.0, 1.0, 0.0]))
+    assert mass[0, 1, 0] == 0  # all ignore: skipped by the loss
+    torch.testing.assert_close(hist[0, 1, 1], torch.tensor([0.0, 0.25, 0.75]))
+
+
+def test_config_variants_and_errors():
+    m = build_model({"model": {"num_classes": 3, "backbone": {"name": "resnet18"}, "tokenizer": {"dual_path": True}}})
+    out = m(torch.randn(1, 3, 64, 96))
+    assert out.probs.shape == (1, 3, 64, 96)
+    assert isinstance(m.cfg, ModelConfig)
+    with pytest.raises(ValueError, match="model.backbone.nam"):
+        build_model({"backbone": {"nam": "resnet18"}})
+    with pytest.raises(ValueError, match="unknown timm model"):
+        build_model({"backbone": {"name": "resnet_does_not_exist"}})
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        build_model({"backbone": {"name": "resnet18", "checkpoint": "/nonexistent/weights.pth"}})
+
+
+def test_backbone_checkpoint_is_loaded_from_a_local_file(tmp_path):
+    import timm
+
+    reference = timm.create_model("resnet18", pretrained=False)
+    torch.nn.init.constant_(reference.conv1.weight, 0.125)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    m = build_model({"backbone": {"name": "resnet18", "checkpoint": str(path)}})
+    assert torch.all(m.backbone.body.conv1.weight == 0.125)
+
+
+def test_overfits_one_batch():
+    torch.manual_seed(0)
+    model = build_model(SMALL)
+    images = torch.randn(2, 3, 64, 64)
+    labels = torch.zeros(2, 64, 64, dtype=torch.int64)
+    labels[:, :, 32:] = 1
+    labels[:, 40:, :] = 2
+    labels[:, 10:20, 10:20] = 3
+    images[:, 0] += labels * 0.5
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(30):
+        loss = segmentation_loss(model(images), labels, model.cfg.loss, model.stride).total
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.35 * losses[0], losses
