@@ -141,6 +141,8 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     sync_bn: bool = False
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    channels_last: bool = False
 
 
 @dataclass

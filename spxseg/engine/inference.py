@@ -1,12 +1,33 @@
-"""Inference: class probabilities for images of any size, and evaluation over a data loader."""
+"""Inference: class probabilities for images of any size, and evaluation over a data loader.
+
+Modes (driven by :class:`~spxseg.config.EvalConfig`):
+
+* ``whole``: one forward pass per image (the model pads internally to its size multiple).
+* ``slide``: windows of ``crop_size`` every ``stride`` (the last window of a row / column is
+  shifted back to end at the border, as in mmsegmentation); the windows' class
+  *probabilities* are summed and divided by a count map of how many windows cover each pixel.
+  The model outputs probabilities (a mixture over superpixels) and no pixel logits, so the
+  probabilities are what is averaged.
+* test-time augmentation: every scale in ``scales`` (image resized by that factor) times
+  {identity, horizontal flip} when ``flip``; each view's probabilities are un-flipped, resized
+  to the output size and averaged.
+
+Images of different sizes in one batch are grouped by size and each group runs as a batch of
+up to ``batch_size`` images, so a result never depends on which other images shared its batch.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from spxseg.config import EvalConfig
@@ -20,19 +41,157 @@ def autocast_context(device: torch.device, amp: str):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     if dtype is None:
         raise ValueError(f"amp must be none, bf16 or fp16, got {amp!r}")
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def check_eval_config(cfg: EvalConfig) -> None:
+    """Raise ``ValueError`` naming the bad ``eval.*`` key."""
+    if cfg.mode not in ("whole", "slide"):
+        raise ValueError(f"eval.mode must be 'whole' or 'slide', got {cfg.mode!r}")
+    if cfg.mode == "slide":
+        for key in ("crop_size", "stride"):
+            value = getattr(cfg, key)
+            if len(value) != 2 or min(value) <= 0:
+                raise ValueError(f"eval.{key} must be two positive integers [H, W], got {value}")
+    if not cfg.scales or min(cfg.scales) <= 0:
+        raise ValueError(f"eval.scales must be a non-empty list of positive factors, got {cfg.scales}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"eval.batch_size must be >= 1, got {cfg.batch_size}")
+
+
+def forward_probs(model: nn.Module, images: Tensor) -> Tensor:
+    """One forward pass: float32 class probabilities (B, K, H, W) for images (B, 3, H, W)."""
+    return model(images).probs.float()
+
+
+def window_boxes(size: tuple[int, int], crop_size: Sequence[int], stride: Sequence[int]) -> list[tuple[int, ...]]:
+    """Sliding windows ``(y0, y1, x0, x1)`` covering an image of ``size`` (H, W).
+
+    Windows are ``min(crop, H) x min(crop, W)``, start every ``stride`` pixels, and the last one of
+    each row / column is shifted back so that it ends at the border (mmsegmentation's grid).
+    """
+    h, w = size
+    ch, cw = min(int(crop_size[0]), h), min(int(crop_size[1]), w)
+    sh, sw = int(stride[0]), int(stride[1])
+    rows = max(h - ch + sh - 1, 0) // sh + 1
+    cols = max(w - cw + sw - 1, 0) // sw + 1
+    boxes = []
+    for r in range(rows):
+        y1 = min(r * sh + ch, h)
+        for c in range(cols):
+            x1 = min(c * sw + cw, w)
+            box = (y1 - ch, y1, x1 - cw, x1)
+            if box not in boxes:
+                boxes.append(box)
+    return boxes
+
+
+def slide_probs(model: nn.Module, images: Tensor, crop_size: Sequence[int], stride: Sequence[int],
+                windows_per_batch: int = 1) -> Tensor:
+    """Sliding-window probabilities (B, K, H, W) for images (B, 3, H, W), averaged by a count map.
+
+    ``windows_per_batch`` windows (of every image in ``images``) run in one forward pass.
+    """
+    b, _, h, w = images.shape
+    boxes = window_boxes((h, w), crop_size, stride)
+    total: Tensor | None = None
+    count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
+    step = max(1, int(windows_per_batch))
+    for i in range(0, len(boxes), step):
+        chunk = boxes[i : i + step]
+        crops = torch.cat([images[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
+        probs = forward_probs(model, crops)  # (len(chunk) * B, K, ch, cw)
+        if total is None:
+            total = probs.new_zeros((b, probs.shape[1], h, w))
+        for k, (y0, y1, x0, x1) in enumerate(chunk):
+            total[:, :, y0:y1, x0:x1] += probs[k * b : (k + 1) * b]
+            count[:, :, y0:y1, x0:x1] += 1
+    assert total is not None and bool((count > 0).all()), "sliding windows do not cover the image"
+    return total / count
+
+
+def _single_view(model: nn.Module, images: Tensor, cfg: EvalConfig) -> Tensor:
+    if cfg.mode == "slide":
+        return slide_probs(model, images, cfg.crop_size, cfg.stride, cfg.batch_size)
+    return forward_probs(model, images)
+
+
+def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, image: Tensor, cfg: EvalConfig, out_size: tuple[int, int] | None = None) -> Tensor:
-    """Class probabilities (B, K, H', W') for normalised images (B, 3, H, W), whole-image mode.
+    """Class probabilities (B, K, H', W') for normalised images (B, 3, H, W), as ``cfg`` says.
 
-    ``out_size`` (H', W') resizes the probabilities (bilinear), e.g. to the original label size.
+    Runs ``cfg.mode`` (whole | slide) at every scale in ``cfg.scales``, with and without a
+    horizontal flip when ``cfg.flip``, and averages the views' probabilities at the output size.
+    ``out_size`` (H', W') defaults to (H, W), e.g. pass the original label size.
     """
-    probs = model(image).probs.float()
-    if out_size is not None and tuple(probs.shape[-2:]) != tuple(out_size):
-        probs = F.interpolate(probs, size=out_size, mode="bilinear", align_corners=False)
-    return probs
+    check_eval_config(cfg)
+    h, w = image.shape[-2:]
+    out_size = (int(out_size[0]), int(out_size[1])) if out_size is not None else (h, w)
+    total: Tensor | None = None
+    views = 0
+    for scale in cfg.scales:
+        if scale == 1.0:
+            scaled = image
+        else:
+            size = (max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5)))
+            scaled = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        for flip in (False, True) if cfg.flip else (False,):
+            x = scaled.flip(-1) if flip else scaled
+            probs = _single_view(model, x, cfg)
+            if flip:
+                probs = probs.flip(-1)
+            probs = _resize(probs, out_size)
+            total = probs if total is None else total + probs
+            views += 1
+    assert total is not None
+    return total / views if views > 1 else total
+
+
+@torch.no_grad()
+def predict_batch(model: nn.Module, images: Sequence[Tensor], cfg: EvalConfig,
+                  out_sizes: Sequence[tuple[int, int] | None] | None = None,
+                  device: torch.device | str | None = None, amp: str = "none") -> list[Tensor]:
+    """Probabilities for a list of images of possibly different sizes.
+
+    Args:
+        images: normalised images, each (3, h_i, w_i).
+        out_sizes: per image the output size (H_i, W_i), e.g. its label size; None = input size.
+        device: where to run (default: the model's device).
+    Returns:
+        one (K, H_i, W_i) float32 tensor per image, on ``device``, in input order.
+
+    Same-size images run together in batches of ``cfg.batch_size`` (sliding-window mode runs one
+    image at a time and batches its windows instead).
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    sizes = list(out_sizes) if out_sizes is not None else [None] * len(images)
+    if len(sizes) != len(images):
+        raise ValueError(f"{len(sizes)} output sizes for {len(images)} images")
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        if img.dim() != 3 or img.shape[0] != 3:
+            raise ValueError(f"image {i} must be (3, H, W), got {tuple(img.shape)}")
+        groups.setdefault(tuple(img.shape), []).append(i)
+    per_forward = 1 if cfg.mode == "slide" else cfg.batch_size
+    results: list[Tensor | None] = [None] * len(images)
+    for idx in groups.values():
+        for start in range(0, len(idx), per_forward):
+            chunk = idx[start : start + per_forward]
+            batch = torch.stack([images[i] for i in chunk]).to(device, non_blocking=True)
+            with autocast_context(device, amp):
+                probs = predict_probs(model, batch, cfg)
+            for k, i in enumerate(chunk):
+                size = sizes[i]
+                results[i] = _resize(probs[k : k + 1], tuple(size))[0] if size is not None else probs[k]
+    return results  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -44,28 +203,85 @@ def evaluate(
     device: torch.device,
     amp: str = "none",
     progress: bool = True,
+    on_prediction: Callable[[np.ndarray, dict], None] | None = None,
 ) -> dict:
     """Run the model over ``loader`` and score predictions at the labels' original resolution.
 
     Items are dicts with ``image`` (3, h, w) and ``label`` (H, W); the loader may yield a list of
-    items (images of different sizes) or a collated batch. Reduces over DDP ranks.
+    items or a collated batch (stacked, or lists for images of different sizes). Reduces over DDP
+    ranks; the repeats a :class:`~torch.utils.data.DistributedSampler` adds to even out the ranks
+    are not counted. ``on_prediction(pred, item)`` is called with every (H, W) uint8 train-id prediction (e.g. to
+    export it). Returns :meth:`SegEvaluator.compute` plus ``num_images``, ``seconds`` and
+    ``images_per_s`` (all ranks together, data loading included).
     """
+    check_eval_config(cfg)
+    device = torch.device(device)
     was_training = model.training
     model.eval()
+    evaluator.to(device)
     evaluator.reset()
-    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True):
+    num_images = 0
+    seen = 0  # items of this rank so far, to skip DistributedSampler's padding repeats
+    padding = _padding_positions(loader)
+    start = time.perf_counter()
+    for batch in tqdm(loader, desc="eval", disable=not progress, leave=False, dynamic_ncols=True, unit="batch"):
         items = batch if isinstance(batch, list) else _split_batch(batch)
-        for item in items:
-            image = item["image"].unsqueeze(0).to(device, non_blocking=True)
-            label = item["label"]
-            with autocast_context(device, amp):
-                probs = predict_probs(model, image, cfg, out_size=tuple(label.shape[-2:]))
-            evaluator.update(probs.argmax(1)[0].cpu(), label)
+        if padding is not None:
+            rank, world, total = padding
+            keep = [(seen + i) * world + rank < total for i in range(len(items))]
+            seen += len(items)
+            items = [item for item, k in zip(items, keep) if k]
+            if not items:
+                continue
+        labels = [item["label"] for item in items]
+        probs = predict_batch(model, [item["image"] for item in items], cfg,
+                              [tuple(lab.shape[-2:]) for lab in labels], device, amp)
+        for item, label, p in zip(items, labels, probs):
+            pred = p.argmax(0)
+            evaluator.update(pred, label)
+            if on_prediction is not None:
+                on_prediction(pred.to(torch.uint8).cpu().numpy(), item)
+        num_images += len(items)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
     evaluator.reduce()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        count = torch.tensor([num_images], dtype=torch.float64, device=where)
+        longest = torch.tensor([seconds], dtype=torch.float64, device=where)
+        dist.all_reduce(count)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        num_images, seconds = int(count.item()), float(longest.item())
     model.train(was_training)
-    return evaluator.compute()
+    metrics = evaluator.compute()
+    metrics.update(num_images=num_images, seconds=seconds, images_per_s=num_images / max(seconds, 1e-9))
+    return metrics
 
 
 def _split_batch(batch: dict) -> list[dict]:
-    n = batch["image"].shape[0]
-    return [{key: value[i] for key, value in batch.items()} for i in range(n)]
+    """A collated batch -> list of per-image dicts.
+
+    ``image`` / ``label`` may be stacked tensors (B, ...) or lists of tensors (images of different
+    sizes, see :func:`spxseg.data.eval_collate`); other tensors and lists of length B are split too.
+    """
+    n = len(batch["image"])
+    items: list[dict] = [{} for _ in range(n)]
+    for key, value in batch.items():
+        if isinstance(value, Tensor) and value.dim() > 0 and value.shape[0] == n:
+            parts = list(value.unbind(0))
+        elif isinstance(value, (list, tuple)) and len(value) == n:
+            parts = list(value)
+        else:
+            continue
+        for item, part in zip(items, parts):
+            item[key] = part
+    return items
+
+
+def _padding_positions(loader) -> tuple[int, int, int] | None:
+    """(rank, world, dataset size) when ``loader`` uses a DistributedSampler that pads with repeats."""
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, DistributedSampler) and not sampler.drop_last:
+        return sampler.rank, sampler.num_replicas, len(sampler.dataset)  # type: ignore[arg-type]
+    return None

@@ -1,0 +1,231 @@
+"""Python inference API: :class:`Segmenter` turns numpy images into label maps and superpixel maps.
+
+Example::
+
+    from spxseg import Segmenter
+    seg = Segmenter.from_checkpoint("work_dirs/cityscapes/checkpoints/best.pth")
+    labels = seg.predict(cv2.imread("street.png"))             # (H, W) uint8 train ids, BGR input
+    labels, superpixels = seg.predict_with_superpixels(rgb_image, rgb=True)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spxseg.config import Config, ConfigError, from_dict, to_dict
+from spxseg.engine.inference import autocast_context, predict_batch, predict_probs
+from spxseg.engine.visualize import Color, default_palette
+from spxseg.models import build_model
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a training checkpoint (``torch.save`` dict with at least ``model``) on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not an spxseg checkpoint: expected a dict with a 'model' state_dict, got {keys}")
+    return ckpt
+
+
+def config_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> Config:
+    """The :class:`Config` stored under ``config`` in a checkpoint."""
+    if not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"{path} stores no config; pass the training config explicitly (e.g. --config)")
+    try:
+        return from_dict(Config, ckpt["config"])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: the stored config does not match this version of spxseg: {err}") from None
+
+
+def load_model_weights(model: nn.Module, ckpt: dict, path: str | Path = "checkpoint") -> None:
+    """Load ``ckpt["model"]`` into ``model`` strictly (``module.`` / ``_orig_mod.`` prefixes stripped)."""
+    state = {}
+    for key, value in ckpt["model"].items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        state[key] = value
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        hint = ""
+        if isinstance(ckpt.get("config"), dict) and "model" in ckpt["config"]:
+            hint = f"\nthe checkpoint was trained with model config {ckpt['config']['model']}"
+        raise RuntimeError(
+            f"weights in {path} do not fit the model built from the config (different backbone, "
+            f"channels or number of classes?); use the training config.{hint}\n{err}"
+        ) from None
+
+
+def class_info(cfg: Config, num_classes: int | None = None) -> tuple[list[str], list[Color]]:
+    """Class names and palette for ``cfg.data.dataset`` without reading the dataset from disk."""
+    k = num_classes if num_classes is not None else cfg.model.num_classes
+    names: list[str] | None = None
+    palette: list[Color] | None = None
+    dataset = cfg.data.dataset.lower()
+    try:
+        if dataset == "cityscapes":
+            from spxseg.data import cityscapes as mod
+        elif dataset == "ade20k":
+            from spxseg.data import ade20k as mod
+        else:
+            mod = None
+        if mod is not None:
+            names, palette = list(mod.CLASS_NAMES), [tuple(c) for c in mod.PALETTE]
+    except (ImportError, AttributeError):  # pragma: no cover - data package layout changed
+        names = palette = None
+    if dataset == "coco" and cfg.data.coco.class_names:
+        names = list(cfg.data.coco.class_names)
+    if names is None or len(names) != k:
+        names = [str(i) for i in range(k)] if names is None or len(names) != k else names
+    if palette is None or len(palette) < k:
+        palette = default_palette(k)
+    return names, palette  # type: ignore[return-value]
+
+
+class Segmenter:
+    """Semantic segmentation of numpy images with a trained superpixel transformer.
+
+    Inference follows ``cfg.eval`` (whole / slide, flip, scales) and ``cfg.data`` (mean / std,
+    ``test_short_side``); predictions are returned at the input image's resolution.
+
+    Args:
+        model: the model (moved to ``device`` and set to eval mode).
+        cfg: the whole config.
+        device: default CUDA when available, else CPU.
+        amp: autocast for inference: none | bf16 | fp16.
+    """
+
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device | str | None = None,
+                 amp: str = "none") -> None:
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+        self.amp = amp
+        self.class_names, self.palette = class_info(cfg)
+        self.superpixels: np.ndarray | None = None  # superpixel map (H, W) of the last prediction
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: torch.device | str | None = None,
+                        cfg: Config | None = None, amp: str = "none") -> Segmenter:
+        """Build the model from the config stored in the checkpoint (or ``cfg``) and load its weights."""
+        ckpt = load_checkpoint(path)
+        cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path)
+        model = build_model(cfg.model)
+        load_model_weights(model, ckpt, path)
+        return cls(model, cfg, device=device, amp=amp)
+
+    @classmethod
+    def from_config(cls, cfg: Config, checkpoint: str | Path | None = None,
+                    device: torch.device | str | None = None, amp: str = "none") -> Segmenter:
+        """Model from ``cfg``; weights from ``checkpoint`` when given, else random (warns)."""
+        model = build_model(cfg.model)
+        if checkpoint is not None:
+            load_model_weights(model, load_checkpoint(checkpoint), checkpoint)
+        else:
+            warnings.warn("Segmenter built without a checkpoint: the model has RANDOM weights", stacklevel=2)
+        return cls(model, cfg, device=device, amp=amp)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.model.num_classes
+
+    def config_dict(self) -> dict[str, Any]:
+        return to_dict(self.cfg)
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def preprocess(self, image: np.ndarray | str | Path, rgb: bool = False) -> tuple[Tensor, tuple[int, int]]:
+        """Image (H, W, 3) uint8 BGR (OpenCV order; RGB when ``rgb``), grey (H, W), or a file path ->
+        normalised (1, 3, h, w) tensor on the device, and the original size (H, W)."""
+        if isinstance(image, (str, Path)):
+            data = cv2.imread(str(image), cv2.IMREAD_COLOR)
+            if data is None:
+                raise FileNotFoundError(f"cannot read image {image}")
+            image, rgb = data, False
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, -1)
+        if image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"expected an image (H, W, 3), (H, W, 4) or (H, W), got shape {image.shape}")
+        image = image[..., :3]
+        if not rgb:
+            image = image[..., ::-1]
+        h, w = image.shape[:2]
+        short = self.cfg.data.test_short_side
+        if short:
+            f = float(short) / min(h, w)
+            image = cv2.resize(np.ascontiguousarray(image), (max(1, int(w * f + 0.5)), max(1, int(h * f + 0.5))),
+                               interpolation=cv2.INTER_LINEAR)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, torch.float32)
+        mean = torch.tensor(self.cfg.data.mean, device=self.device, dtype=torch.float32)
+        std = torch.tensor(self.cfg.data.std, device=self.device, dtype=torch.float32)
+        x = ((x - mean) / std).permute(2, 0, 1).unsqueeze(0).contiguous()
+        return x, (h, w)
+
+    # ------------------------------------------------------------------ prediction
+
+    @torch.inference_mode()
+    def predict_probs(self, image: np.ndarray | str | Path, rgb: bool = False) -> Tensor:
+        """Class probabilities (K, H, W) at the input resolution (float32, on the device)."""
+        x, size = self.preprocess(image, rgb)
+        with autocast_context(self.device, self.amp):
+            return predict_probs(self.model, x, self.cfg.eval, out_size=size)[0]
+
+    def predict(self, image: np.ndarray | str | Path, rgb: bool = False) -> np.ndarray:
+        """Label map (H, W) uint8 of train ids (``class_names[i]``) at the input resolution."""
+        return self.predict_with_superpixels(image, rgb)[0]
+
+    @torch.inference_mode()
+    def predict_with_superpixels(self, image: np.ndarray | str | Path, rgb: bool = False
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Label map (H, W) uint8 and superpixel map (H, W) int32 (row-major grid ids) at the input size.
+
+        The superpixels come from a single whole-image forward pass (no TTA); also stored in
+        :attr:`superpixels`.
+        """
+        x, size = self.preprocess(image, rgb)
+        ev = self.cfg.eval
+        with autocast_context(self.device, self.amp):
+            out = self.model(x)
+            if ev.mode == "whole" and not ev.flip and list(ev.scales) == [1.0]:
+                probs = F.interpolate(out.probs.float(), size=size, mode="bilinear", align_corners=False) \
+                    if tuple(out.probs.shape[-2:]) != size else out.probs.float()
+            else:
+                probs = predict_probs(self.model, x, ev, out_size=size)
+        labels = probs[0].argmax(0).to(torch.uint8).cpu().numpy()
+        sp = out.superpixels[0].to(torch.int32).cpu().numpy()
+        if sp.shape != size:
+            sp = cv2.resize(sp, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+        self.superpixels = sp
+        return labels, sp
+
+    @torch.inference_mode()
+    def predict_batch(self, images: Sequence[np.ndarray], rgb: bool = False) -> list[np.ndarray]:
+        """Label maps (H_i, W_i) uint8 for a list of images of any sizes (same-size images share a
+        forward pass, up to ``cfg.eval.batch_size``)."""
+        prepared = [self.preprocess(img, rgb) for img in images]
+        probs = predict_batch(self.model, [x[0] for x, _ in prepared], self.cfg.eval,
+                              [size for _, size in prepared], self.device, self.amp)
+        return [p.argmax(0).to(torch.uint8).cpu().numpy() for p in probs]
+
+    def __repr__(self) -> str:
+        m = self.cfg.model
+        return (f"Segmenter(backbone={m.backbone.name}, classes={m.num_classes}, dataset={self.cfg.data.dataset}, "
+                f"eval={self.cfg.eval.mode}, device={self.device})")

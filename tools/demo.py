@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Segment images and draw what the model sees: colour overlay, superpixel boundaries, a panel.
+
+    python tools/demo.py --config configs/cityscapes/spx_r50.yaml --checkpoint best.pth \\
+        --input street.png --out demo/
+    python tools/demo.py --config configs/synthetic/spx_r18.yaml --input images/ --out demo/   # random weights
+
+Per input image <name>: <name>_overlay.png (class colours over the image),
+<name>_superpixels.png (superpixel boundaries on the image) and <name>_panel.png (input, overlay,
+superpixel boundaries and superpixel mean colours side by side, with a legend of the predicted classes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spxseg.config import ConfigError, load_config  # noqa: E402
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def find_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    raise FileNotFoundError(f"input not found: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--checkpoint", help="checkpoint (.pth); without it the model has RANDOM weights")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images (searched recursively)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours in the overlay")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = load_config(args.config, args.opts)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.checkpoint and not Path(args.checkpoint).is_file():
+        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
+        return 2
+    try:
+        images = find_images(Path(args.input))
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not images:
+        print(f"error: no images ({', '.join(sorted(IMAGE_EXTS))}) under {args.input}", file=sys.stderr)
+        return 2
+
+    import warnings
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from spxseg.engine.distributed import resolve_device
+    from spxseg.engine.export import write_png
+    from spxseg.engine.predictor import Segmenter
+    from spxseg.engine.visualize import draw_boundaries, legend, make_panel, overlay, superpixel_mean_colors
+
+    device = resolve_device(args.device)
+    if args.checkpoint is None:
+        banner = "!" * 78
+        print(f"{banner}\n!! WARNING: no --checkpoint given: the model has RANDOM weights.\n"
+              f"!! The predicted classes are meaningless; only the pipeline and the superpixels are shown.\n{banner}",
+              file=sys.stderr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the banner above already says it
+        try:
+            seg = Segmenter.from_config(cfg, args.checkpoint, device=device)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    title = "RANDOM WEIGHTS" if args.checkpoint is None else Path(args.checkpoint).name
+    for path in tqdm(images, desc="demo", unit="img", dynamic_ncols=True, disable=len(images) < 2):
+        from spxseg.data.io import read_image
+
+        try:
+            rgb = read_image(path)
+        except Exception as err:  # noqa: BLE001 - report and go on with the other images
+            print(f"skipping {path}: {err}", file=sys.stderr)
+            continue
+        labels, superpixels = seg.predict_with_superpixels(rgb, rgb=True)
+        over = overlay(rgb, labels, seg.palette, args.alpha)
+        bounds = draw_boundaries(rgb, superpixels, color=(255, 255, 0), thickness=1 if rgb.shape[0] < 600 else 2)
+        means = superpixel_mean_colors(rgb, superpixels)
+        present, counts = np.unique(labels, return_counts=True)
+        present = present[np.argsort(-counts)]
+        tiles = [rgb, over, bounds, means]
+        names = ["input", f"prediction ({title})", f"superpixels ({len(np.unique(superpixels))})",
+                 "superpixel mean colour"]
+        panel = make_panel(tiles, names, ncols=2)
+        panel = make_panel([panel], footer=legend(seg.class_names, seg.palette, present.tolist(),
+                                                  width=panel.shape[1], row_height=max(22, rgb.shape[0] // 24)),
+                           gap=0)
+        stem = path.stem
+        write_png(out / f"{stem}_overlay.png", over, rgb=True)
+        write_png(out / f"{stem}_superpixels.png", bounds, rgb=True)
+        write_png(out / f"{stem}_panel.png", panel, rgb=True)
+        classes = ", ".join(seg.class_names[c] for c in present[:8])
+        print(f"{path.name}: {rgb.shape[1]}x{rgb.shape[0]}, {len(np.unique(superpixels))} superpixels, "
+              f"classes (by area): {classes}{' ...' if len(present) > 8 else ''}")
+    print(f"wrote {out}/<name>_{{overlay,superpixels,panel}}.png for {len(images)} image(s)"
+          + ("  [RANDOM WEIGHTS]" if args.checkpoint is None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

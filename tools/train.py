@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Train a superpixel transformer.
+
+    python tools/train.py --config configs/synthetic/spx_r18.yaml
+    torchrun --nproc_per_node=8 tools/train.py --config configs/cityscapes/spx_r50.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from spxseg.config import ConfigError, load_config  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
+    parser.add_argument("--resume", nargs="?", const=True, default=None,
+                        help="resume from CKPT, or with no value from WORK_DIR/checkpoints/latest.pth if present")
+    parser.add_argument("--seed", type=int, help="shortcut for --opts train.seed=N")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch jobs)")
+    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=3e-4")
+    args = parser.parse_args(argv)
+
+    overrides = list(args.opts)
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    work_dir = args.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(args.config).stem)
+
+    from spxseg.engine.trainer import TrainingStopped, train
+
+    try:
+        train(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
+    except TrainingStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
