@@ -55,8 +55,9 @@ def fit(x: torch.Tensor, y: torch.Tensor, k: int, balanced: bool, iters: int = 1
     weight = None
     if balanced:
         weight = torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * (counts > 0).sum()), 0.0)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1.0, max_iter=iters, history_size=20,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        lin.parameters(), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
@@ -93,8 +94,10 @@ def main() -> None:
         if not args.root:
             t = time.time()
             generate_synthetic(root, args.train, args.val, args.size, args.seed)
-            print(f"generated {args.train}+{args.val} scenes of {args.size[0]}x{args.size[1]} "
-                  f"in {time.time() - t:.1f} s")
+            print(
+                f"generated {args.train}+{args.val} scenes of {args.size[0]}x{args.size[1]} "
+                f"in {time.time() - t:.1f} s"
+            )
         train = CityscapesDataset(root, "train", pipeline=None)
         val = CityscapesDataset(root, "val", pipeline=None)
         xtr, ytr = load_pixels(train)

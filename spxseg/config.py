@@ -78,9 +78,9 @@ class ModelConfig:
 @dataclass
 class SyntheticConfig:
     generate: bool = False  # write the synthetic set to data.root when it is missing
-    train: int = 200
-    val: int = 40
-    size: list[int] = field(default_factory=lambda: [256, 512])  # H, W
+    train: int = 300
+    val: int = 50
+    size: list[int] = field(default_factory=lambda: [128, 256])  # H, W (the quickstart size)
     seed: int = 0
 
 

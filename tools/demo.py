@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from spxseg.data.io import read_image
     from spxseg.engine.distributed import resolve_device
     from spxseg.engine.export import write_png
     from spxseg.engine.predictor import Segmenter
@@ -86,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     title = "RANDOM WEIGHTS" if args.checkpoint is None else Path(args.checkpoint).name
     for path in tqdm(images, desc="demo", unit="img", dynamic_ncols=True, disable=len(images) < 2):
-        from spxseg.data.io import read_image
-
         try:
             rgb = read_image(path)
         except Exception as err:  # noqa: BLE001 - report and go on with the other images

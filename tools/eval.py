@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
               f"images of {dataset!r}; eval mode={ev.mode} flip={ev.flip} scales={ev.scales} amp={amp} "
               f"device={dist_info.device} x{dist_info.world_size}")
     evaluator = SegEvaluator(cfg.model.num_classes, dataset.class_names, cfg.model.loss.ignore_index)
-    metrics = evaluate(model, loader, cfg.eval, evaluator, dist_info.device, amp, progress=is_main and not args.no_progress,
-                       on_prediction=writer)
+    metrics = evaluate(model, loader, cfg.eval, evaluator, dist_info.device, amp,
+                       progress=is_main and not args.no_progress, on_prediction=writer)
     if writer is not None:
         print(f"[rank {dist_info.rank}] {writer.summary()}" if dist_info.distributed else writer.summary())
     if is_main:

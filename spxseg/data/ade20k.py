@@ -8,6 +8,7 @@ from pathlib import Path
 from .base import SegDataset, make_lut
 from .errors import DatasetNotFoundError, MissingLabelError
 
+# fmt: off
 CLASS_NAMES = [
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
     "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
@@ -53,12 +54,16 @@ _PALETTE_FLAT = [
     71, 0, 255, 122, 0, 255, 0, 255, 184, 0, 92, 255, 184, 255, 0, 0, 133, 255, 255, 214, 0,
     25, 194, 194, 102, 255, 0, 92, 0, 255,
 ]
-PALETTE = [tuple(_PALETTE_FLAT[i:i + 3]) for i in range(0, len(_PALETTE_FLAT), 3)]
+# fmt: on
+
+PALETTE = [tuple(_PALETTE_FLAT[i : i + 3]) for i in range(0, len(_PALETTE_FLAT), 3)]
 
 SPLIT_DIRS = {"train": "training", "val": "validation", "test": "testing"}
-LAYOUT = ("ROOT/ADEChallengeData2016/images/{training,validation}/*.jpg with "
-          "ROOT/ADEChallengeData2016/annotations/{training,validation}/*.png "
-          "(ROOT may also be the ADEChallengeData2016 folder itself)")
+LAYOUT = (
+    "ROOT/ADEChallengeData2016/images/{training,validation}/*.jpg with "
+    "ROOT/ADEChallengeData2016/annotations/{training,validation}/*.png "
+    "(ROOT may also be the ADEChallengeData2016 folder itself)"
+)
 
 
 class ADE20KDataset(SegDataset):
@@ -72,8 +77,9 @@ class ADE20KDataset(SegDataset):
     palette = PALETTE
     name = "ADE20K"
 
-    def __init__(self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None
-                 ) -> None:
+    def __init__(
+        self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None
+    ) -> None:
         root = Path(root)
         if not root.is_dir():
             raise DatasetNotFoundError(f"ADE20K root {root} does not exist; expected the layout {LAYOUT}")

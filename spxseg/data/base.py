@@ -48,8 +48,13 @@ class SegDataset(Dataset):
     palette: list[tuple[int, int, int]] = []
     name = "dataset"
 
-    def __init__(self, items: list[tuple[Path, Path | None]], pipeline: Callable, split: str = "train",
-                 root: Path | None = None) -> None:
+    def __init__(
+        self,
+        items: list[tuple[Path, Path | None]],
+        pipeline: Callable,
+        split: str = "train",
+        root: Path | None = None,
+    ) -> None:
         self.items = [(Path(i), None if lab is None else Path(lab)) for i, lab in items]
         self.pipeline = pipeline
         self.split = split
@@ -121,5 +126,7 @@ class SegDataset(Dataset):
         return out
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(split={self.split!r}, images={len(self)}, "
-                f"classes={self.num_classes}, root={str(self.root)!r})")
+        return (
+            f"{type(self).__name__}(split={self.split!r}, images={len(self)}, "
+            f"classes={self.num_classes}, root={str(self.root)!r})"
+        )

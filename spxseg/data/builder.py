@@ -43,16 +43,19 @@ def build_dataset(data_cfg: Any, split: str) -> SegDataset:
     """Dataset for ``split`` (train / val / test) from the ``data:`` config section.
 
     ``data_cfg`` is a :class:`~spxseg.config.DataConfig`, a (partial) dict of one, or a
-    whole :class:`~spxseg.config.Config`. "train" uses :class:`TrainPipeline`, "val" and
-    "test" :class:`TestPipeline` (label at the original resolution). When
+    whole :class:`~spxseg.config.Config`. "train" reads the folder ``data.train_split`` with
+    :class:`TrainPipeline`; "val" reads ``data.val_split`` and "test" the folder "test" with
+    :class:`TestPipeline` (label at the original resolution). Any other name is used as the
+    folder itself, with the training pipeline when it equals ``data.train_split``. When
     ``data.synthetic.generate`` is true and ``data.root`` is missing, the synthetic set is
     generated there first (:func:`~spxseg.data.synthetic.ensure_synthetic`).
     """
     cfg: DataConfig = data_config(data_cfg)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not split:
+        raise ValueError(f"split must be one of {SPLITS} (or a split folder name), got {split!r}")
     ensure_synthetic(cfg)
-    pipeline = TrainPipeline(cfg) if split == "train" else TestPipeline(cfg)
+    is_train = split == "train" or (split == cfg.train_split and split not in ("val", "test"))
+    pipeline = TrainPipeline(cfg) if is_train else TestPipeline(cfg)
     name = cfg.dataset.lower()
     split_dir = {"train": cfg.train_split, "val": cfg.val_split}.get(split, split)
     if name == "cityscapes":
@@ -60,7 +63,7 @@ def build_dataset(data_cfg: Any, split: str) -> SegDataset:
     if name == "ade20k":
         return ADE20KDataset(cfg.root, split, pipeline, split_dir=split_dir)
     if name == "coco":
-        return CocoSegDataset(cfg.root, split, pipeline, cfg.coco)
+        return CocoSegDataset(cfg.root, "train" if is_train else split, pipeline, cfg.coco)
     raise ValueError(f"unknown data.dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
 
 
@@ -79,9 +82,11 @@ def eval_collate(items: list[dict]) -> dict:
 
 def train_collate(items: list[dict]) -> dict:
     """Stack fixed-size training items: image (B, 3, h, w), label (B, h, w), path list."""
-    return {"image": torch.stack([it["image"] for it in items]),
-            "label": torch.stack([it["label"] for it in items]),
-            "path": [it["path"] for it in items]}
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "label": torch.stack([it["label"] for it in items]),
+        "path": [it["path"] for it in items],
+    }
 
 
 class EpochRandomSampler(Sampler[int]):
@@ -154,9 +159,17 @@ class SegDataLoader(DataLoader):
             yield from self
 
 
-def build_dataloader(dataset: Dataset, batch_size: int, *, train: bool, num_workers: int = 0,
-                     pin_memory: bool = False, distributed: bool | None = None, seed: int = 0,
-                     persistent_workers: bool = False) -> SegDataLoader:
+def build_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    distributed: bool | None = None,
+    seed: int = 0,
+    persistent_workers: bool = False,
+) -> SegDataLoader:
     """DataLoader for training (shuffled, drop_last) or evaluation (in order, any sizes).
 
     ``distributed=None`` auto-detects an initialised ``torch.distributed`` and then uses a
@@ -174,11 +187,20 @@ def build_dataloader(dataset: Dataset, batch_size: int, *, train: bool, num_work
         sampler = EpochRandomSampler(dataset, seed=seed, shuffle=train)
     n_local = len(sampler)  # type: ignore[arg-type]
     if train and n_local < batch_size:
-        raise ValueError(f"training set has {n_local} items (per process), fewer than batch_size={batch_size}, "
-                         "so drop_last would leave no batch")
+        raise ValueError(
+            f"training set has {n_local} items (per process), fewer than batch_size={batch_size}, "
+            "so drop_last would leave no batch"
+        )
     return SegDataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
-        drop_last=train, collate_fn=train_collate if train else eval_collate,
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=train,
+        collate_fn=train_collate if train else eval_collate,
         worker_init_fn=_worker_init if num_workers > 0 else None,
-        generator=torch.Generator(), persistent_workers=persistent_workers and num_workers > 0, seed=seed,
+        generator=torch.Generator(),
+        persistent_workers=persistent_workers and num_workers > 0,
+        seed=seed,
     )

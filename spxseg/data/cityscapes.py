@@ -8,6 +8,7 @@ from pathlib import Path
 from .base import SegDataset, make_lut
 from .errors import DatasetNotFoundError, MissingLabelError
 
+# fmt: off
 CLASS_NAMES = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -34,13 +35,16 @@ LABEL_IDS = {
     "terrain": 22, "sky": 23, "person": 24, "rider": 25, "car": 26, "truck": 27, "bus": 28,
     "caravan": 29, "trailer": 30, "train": 31, "motorcycle": 32, "bicycle": 33,
 }
+# fmt: on
 
 IMG_SUFFIX = "_leftImg8bit.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
 
-LAYOUT = ("ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with "
-          "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png (or *_gtFine_labelTrainIds.png)")
+LAYOUT = (
+    "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with "
+    "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png (or *_gtFine_labelTrainIds.png)"
+)
 
 
 class CityscapesDataset(SegDataset):
@@ -54,8 +58,14 @@ class CityscapesDataset(SegDataset):
     palette = PALETTE
     name = "Cityscapes"
 
-    def __init__(self, root: str | Path, split: str, pipeline: Callable, prefer_train_ids: bool = True,
-                 split_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        pipeline: Callable,
+        prefer_train_ids: bool = True,
+        split_dir: str | None = None,
+    ) -> None:
         root = Path(root)
         split_dir = split_dir or split
         img_dir = root / "leftImg8bit" / split_dir
@@ -96,4 +106,4 @@ class CityscapesDataset(SegDataset):
         return self.train_id_lut if self._is_train_ids[i] else self.id_lut
 
     def label_description(self) -> str:
-        return ("Cityscapes label ids 0..33 (labelIds) or train ids 0..18 / 255 (labelTrainIds)")
+        return "Cityscapes label ids 0..33 (labelIds) or train ids 0..18 / 255 (labelTrainIds)"

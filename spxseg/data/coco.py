@@ -57,16 +57,20 @@ class CocoSegDataset(SegDataset):
             img_dir, ann_file = _resolve(root, coco_cfg.train_images), _resolve(root, coco_cfg.train_json)
         else:
             img_dir, ann_file = _resolve(root, coco_cfg.val_images), _resolve(root, coco_cfg.val_json)
-        layout = ("data.root + data.coco.{train,val}_images (a folder of images) and "
-                  "data.coco.{train,val}_json (a COCO instances json)")
+        layout = (
+            "data.root + data.coco.{train,val}_images (a folder of images) and "
+            "data.coco.{train,val}_json (a COCO instances json)"
+        )
         if not root.is_dir():
             raise DatasetNotFoundError(f"COCO-format root {root} does not exist; expected {layout}")
         if not ann_file.is_file():
             raise DatasetNotFoundError(
-                f"COCO annotation file {ann_file} for split {split!r} does not exist; expected {layout}")
+                f"COCO annotation file {ann_file} for split {split!r} does not exist; expected {layout}"
+            )
         if not img_dir.is_dir():
             raise DatasetNotFoundError(
-                f"COCO image folder {img_dir} for split {split!r} does not exist; expected {layout}")
+                f"COCO image folder {img_dir} for split {split!r} does not exist; expected {layout}"
+            )
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 self.coco = COCO(str(ann_file))
@@ -82,8 +86,10 @@ class CocoSegDataset(SegDataset):
         if coco_cfg.class_names:
             names = list(coco_cfg.class_names)
             if len(names) < n:
-                raise DatasetError(f"data.coco.class_names has {len(names)} names but the category mapping "
-                                   f"uses class indices up to {n - 1}")
+                raise DatasetError(
+                    f"data.coco.class_names has {len(names)} names but the category mapping "
+                    f"uses class indices up to {n - 1}"
+                )
         else:
             names = [f"class_{k}" for k in range(n)]
             for cid in sorted(self.cat_to_class, reverse=True):  # lowest category id names the class
@@ -94,8 +100,9 @@ class CocoSegDataset(SegDataset):
         self.palette = voc_palette(len(names))
         self.background = int(coco_cfg.background)
         if self.background != IGNORE and not 0 <= self.background < len(names):
-            raise DatasetError(f"data.coco.background={self.background} is neither 255 nor a class index "
-                               f"0..{len(names) - 1}")
+            raise DatasetError(
+                f"data.coco.background={self.background} is neither 255 nor a class index 0..{len(names) - 1}"
+            )
         # every annotation's category must be mapped
         for ann in self.coco.dataset.get("annotations", []):
             cid = int(ann["category_id"])
@@ -104,7 +111,8 @@ class CocoSegDataset(SegDataset):
                 raise CocoCategoryError(
                     f"{ann_file}: annotation {ann.get('id')} (image {ann.get('image_id')}) has category id "
                     f"{cid} ({cname!r}), which the category -> class mapping does not cover; mapped ids: "
-                    f"{sorted(self.cat_to_class)} (set data.coco.categories)")
+                    f"{sorted(self.cat_to_class)} (set data.coco.categories)"
+                )
         self.image_ids = sorted(self.coco.imgs)
         items = []
         for iid in self.image_ids:
@@ -127,12 +135,18 @@ class CocoSegDataset(SegDataset):
                     warnings.simplefilter("ignore", DeprecationWarning)
                     m = self.coco.annToMask(ann).astype(bool)
             except Exception as err:  # malformed segmentation
-                raise ImageReadError(f"{self.ann_file}: cannot rasterise annotation {ann.get('id')} "
-                                     f"of image {info['file_name']}: {err!r}") from err
+                raise ImageReadError(
+                    f"{self.ann_file}: cannot rasterise annotation {ann.get('id')} "
+                    f"of image {info['file_name']}: {err!r}"
+                ) from err
             if m.shape != (h, w):
-                raise DatasetError(f"{self.ann_file}: annotation {ann.get('id')} has mask size {m.shape}, "
-                                   f"image {info['file_name']} is {(h, w)}")
-            masks.append((-int(m.sum()), int(ann.get("id", 0)), m, self.cat_to_class[int(ann["category_id"])]))
+                raise DatasetError(
+                    f"{self.ann_file}: annotation {ann.get('id')} has mask size {m.shape}, "
+                    f"image {info['file_name']} is {(h, w)}"
+                )
+            masks.append(
+                (-int(m.sum()), int(ann.get("id", 0)), m, self.cat_to_class[int(ann["category_id"])])
+            )
         for _, _, m, cls in sorted(masks, key=lambda t: (t[0], t[1])):
             sem[m] = cls
         return sem
@@ -141,8 +155,10 @@ class CocoSegDataset(SegDataset):
         img = super().load_image(i)
         info = self.coco.imgs[self.image_ids[i]]
         if img.shape[:2] != (int(info["height"]), int(info["width"])):
-            raise DatasetError(f"image {self.items[i][0]} is {img.shape[1]}x{img.shape[0]} (WxH) but "
-                               f"{self.ann_file} says {info['width']}x{info['height']}")
+            raise DatasetError(
+                f"image {self.items[i][0]} is {img.shape[1]}x{img.shape[0]} (WxH) but "
+                f"{self.ann_file} says {info['width']}x{info['height']}"
+            )
         return img
 
     def label_path(self, i: int) -> Path:

@@ -52,8 +52,9 @@ def read_label(path: str | Path) -> np.ndarray:
     if lab is None:
         raise ImageReadError(f"cannot decode label file {path} (corrupt, truncated or not an image)")
     if lab.ndim == 3:
-        if lab.shape[2] >= 3 and (np.array_equal(lab[..., 0], lab[..., 1])
-                                  and np.array_equal(lab[..., 1], lab[..., 2])):
+        if lab.shape[2] >= 3 and (
+            np.array_equal(lab[..., 0], lab[..., 1]) and np.array_equal(lab[..., 1], lab[..., 2])
+        ):
             lab = lab[..., 0]
         else:
             raise ImageReadError(

@@ -41,22 +41,68 @@ ROAD, SIDEWALK, BUILDING = LABEL_IDS["road"], LABEL_IDS["sidewalk"], LABEL_IDS["
 POLE, SIGN, VEGETATION = LABEL_IDS["pole"], LABEL_IDS["traffic sign"], LABEL_IDS["vegetation"]
 SKY, PERSON, CAR = LABEL_IDS["sky"], LABEL_IDS["person"], LABEL_IDS["car"]
 #: Cityscapes class names that appear in the synthetic scenes
-SYNTHETIC_CLASSES = ["road", "sidewalk", "building", "pole", "traffic sign", "vegetation", "sky",
-                     "person", "car"]
+SYNTHETIC_CLASSES = [
+    "road",
+    "sidewalk",
+    "building",
+    "pole",
+    "traffic sign",
+    "vegetation",
+    "sky",
+    "person",
+    "car",
+]
 SPLIT_CITIES = {"train": "synthtrain", "val": "synthval"}
 MARKER = "synthetic.json"
 
 # Shared material colours (RGB): every class samples from overlapping subsets of these.
 PAINTS = {
-    "white": (215, 215, 210), "black": (35, 35, 38), "silver": (150, 152, 155), "grey": (105, 105, 108),
-    "red": (165, 40, 38), "blue": (45, 70, 150), "navy": (35, 40, 80), "green": (55, 110, 55),
-    "olive": (100, 110, 50), "yellow": (205, 180, 60), "beige": (190, 170, 135), "brown": (115, 80, 55),
-    "orange": (205, 110, 40), "teal": (50, 120, 125),
+    "white": (215, 215, 210),
+    "black": (35, 35, 38),
+    "silver": (150, 152, 155),
+    "grey": (105, 105, 108),
+    "red": (165, 40, 38),
+    "blue": (45, 70, 150),
+    "navy": (35, 40, 80),
+    "green": (55, 110, 55),
+    "olive": (100, 110, 50),
+    "yellow": (205, 180, 60),
+    "beige": (190, 170, 135),
+    "brown": (115, 80, 55),
+    "orange": (205, 110, 40),
+    "teal": (50, 120, 125),
 }
-CAR_PAINTS = ["white", "black", "silver", "grey", "red", "blue", "navy", "green", "olive", "yellow",
-              "beige", "brown", "teal"]
-CLOTHES = ["white", "black", "silver", "grey", "red", "blue", "navy", "green", "olive", "yellow",
-           "beige", "brown", "orange", "teal"]
+CAR_PAINTS = [
+    "white",
+    "black",
+    "silver",
+    "grey",
+    "red",
+    "blue",
+    "navy",
+    "green",
+    "olive",
+    "yellow",
+    "beige",
+    "brown",
+    "teal",
+]
+CLOTHES = [
+    "white",
+    "black",
+    "silver",
+    "grey",
+    "red",
+    "blue",
+    "navy",
+    "green",
+    "olive",
+    "yellow",
+    "beige",
+    "brown",
+    "orange",
+    "teal",
+]
 SIGN_PAINTS = ["red", "blue", "yellow", "white", "green", "orange"]
 SKIN = [(225, 190, 160), (200, 155, 120), (150, 105, 75), (95, 65, 45)]
 
@@ -112,8 +158,14 @@ class _Scene:
             cell = max(1.0, cell / 2)
         return out / total
 
-    def fill(self, mask: np.ndarray, color: np.ndarray | Sequence[float], label: int | None,
-             texture: np.ndarray | None = None, strength: float = 0.0) -> None:
+    def fill(
+        self,
+        mask: np.ndarray,
+        color: np.ndarray | Sequence[float],
+        label: int | None,
+        texture: np.ndarray | None = None,
+        strength: float = 0.0,
+    ) -> None:
         """Paint ``color`` (RGB or (H, W, 3)) on ``mask`` (bool), modulated by ``texture``."""
         if not mask.any():
             return
@@ -127,8 +179,7 @@ class _Scene:
     def poly_mask(self, pts: Sequence[Sequence[float]]) -> np.ndarray:
         m = np.zeros((self.h, self.w), np.uint8)
         p = np.asarray(pts, np.float64) - (self.x_off + 0.5, self.y_off + 0.5)
-        cv2.fillPoly(m, [np.round(p * 16).astype(np.int32)], 1,
-                     lineType=cv2.LINE_8, shift=4)
+        cv2.fillPoly(m, [np.round(p * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
         return m.astype(bool)
 
     def rect_mask(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
@@ -183,12 +234,14 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         m = s.rect_mask(x, base_end - bh, x + bw, base_end + 1)
         if rng.random() < 0.2:
             m = s.ellipse_mask(x + bw / 2, base_end - bh / 2, bw / 1.6, bh / 2) | s.rect_mask(
-                x, base_end - bh / 3, x + bw, base_end + 1)
+                x, base_end - bh / 3, x + bw, base_end + 1
+            )
             s.fill(m, s.paint_name(["green", "olive"], 25), VEGETATION, s.noise(3, 2), 0.35)
         else:
             col = _facade_colour(s)
             win = (np.mod(xs - x, max(3.0, 0.6 * ppu_end)) < max(1.5, 0.3 * ppu_end)) & (
-                np.mod(ys - base_end, max(3.0, 0.7 * ppu_end)) < max(1.5, 0.35 * ppu_end))
+                np.mod(ys - base_end, max(3.0, 0.7 * ppu_end)) < max(1.5, 0.35 * ppu_end)
+            )
             s.fill(m, col, BUILDING, s.noise(2, 1), 0.12)
             s.fill(m & win & (ys < base_end - 2), col * rng.uniform(0.4, 0.7), BUILDING)
         x += bw
@@ -245,19 +298,30 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         valid = (fz <= z_end) & (hgt >= 0)
         if rng.random() < 0.22:  # park: a wall of trees
             top = rng.uniform(1.5, 4.0) + 1.0 * v.noise(w / 10, 2) + 0.3 * v.noise(3, 1)
-            v.fill(valid & (hgt <= top), v.paint_name(["green", "olive", "green", "brown", "orange"], 25),
-                   VEGETATION, v.noise(2, 3), 0.45)
+            v.fill(
+                valid & (hgt <= top),
+                v.paint_name(["green", "olive", "green", "brown", "orange"], 25),
+                VEGETATION,
+                v.noise(2, 3),
+                0.45,
+            )
             continue
         # building segments along the street: [z_k, z_{k+1}) with their own look
         bounds = [0.0]
         while bounds[-1] < z_end:
             bounds.append(bounds[-1] + rng.uniform(1.5, 5.0))
         n = len(bounds) - 1
-        seg = np.clip(np.searchsorted(np.asarray(bounds), np.where(valid, fz, 0.0), side="right") - 1, 0, n - 1)
+        seg = np.clip(
+            np.searchsorted(np.asarray(bounds), np.where(valid, fz, 0.0), side="right") - 1, 0, n - 1
+        )
         bh = rng.uniform(1.2, 5.5, n) * (rng.random(n) > 0.15)  # 15%: a gap in the row
         cols_ = np.stack([_facade_colour(v) for _ in range(n)])
-        wcol = np.stack([v.jitter((45, 55, 70), 15) if rng.random() < 0.7 else v.jitter((200, 190, 140), 20)
-                         for _ in range(n)])
+        wcol = np.stack(
+            [
+                v.jitter((45, 55, 70), 15) if rng.random() < 0.7 else v.jitter((200, 190, 140), 20)
+                for _ in range(n)
+            ]
+        )
         wz, wf = rng.uniform(0.7, 1.4, n), rng.uniform(1.4, 2.1, n)
         ax, ay = rng.uniform(0.3, 0.6, n), rng.uniform(0.35, 0.6, n)
         brick = rng.random(n) < 0.4
@@ -287,7 +351,11 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         objs.append((rng.uniform(z_min, 9.0), "car", rng.uniform(q_l + 0.45, q_r - 0.45)))
     for _ in range(int(rng.integers(1, 7))):
         if rng.random() < 0.85:
-            q = rng.uniform(qf_l + 0.2, q_l - 0.15) if rng.random() < 0.5 else rng.uniform(q_r + 0.15, qf_r - 0.2)
+            q = (
+                rng.uniform(qf_l + 0.2, q_l - 0.15)
+                if rng.random() < 0.5
+                else rng.uniform(q_r + 0.15, qf_r - 0.2)
+            )
         else:
             q = rng.uniform(q_l, q_r)
         objs.append((rng.uniform(z_min, 7.0), "person", q))
@@ -341,22 +409,51 @@ def _car(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     xl, xr = x0 - cw / 2, x0 + cw / 2
     body_top, cab_top = y0 - 0.58 * ch, y0 - ch
     r = 0.08 * cw
-    body = s.poly_mask([(xl, y0 - 0.12 * ch), (xl, body_top + r), (xl + r, body_top), (xr - r, body_top),
-                        (xr, body_top + r), (xr, y0 - 0.12 * ch)])
+    body = s.poly_mask(
+        [
+            (xl, y0 - 0.12 * ch),
+            (xl, body_top + r),
+            (xl + r, body_top),
+            (xr - r, body_top),
+            (xr, body_top + r),
+            (xr, y0 - 0.12 * ch),
+        ]
+    )
     tw = rng.uniform(0.55, 0.75)
-    cabin = s.poly_mask([(xl + 0.06 * cw, body_top + 1), (x0 - tw * cw / 2, cab_top),
-                         (x0 + tw * cw / 2, cab_top), (xr - 0.06 * cw, body_top + 1)])
+    cabin = s.poly_mask(
+        [
+            (xl + 0.06 * cw, body_top + 1),
+            (x0 - tw * cw / 2, cab_top),
+            (x0 + tw * cw / 2, cab_top),
+            (xr - 0.06 * cw, body_top + 1),
+        ]
+    )
     s.fill(body | cabin, col, CAR, shade, 0.12)
-    win = s.poly_mask([(xl + 0.12 * cw, body_top - 0.02 * ch), (x0 - tw * cw / 2 + 0.05 * cw, cab_top + 0.08 * ch),
-                       (x0 + tw * cw / 2 - 0.05 * cw, cab_top + 0.08 * ch), (xr - 0.12 * cw, body_top - 0.02 * ch)])
-    s.fill(win & cabin, s.jitter((40, 50, 65), 15) if rng.random() < 0.8 else s.grey(130, 200), CAR, shade, 0.3)
+    win = s.poly_mask(
+        [
+            (xl + 0.12 * cw, body_top - 0.02 * ch),
+            (x0 - tw * cw / 2 + 0.05 * cw, cab_top + 0.08 * ch),
+            (x0 + tw * cw / 2 - 0.05 * cw, cab_top + 0.08 * ch),
+            (xr - 0.12 * cw, body_top - 0.02 * ch),
+        ]
+    )
+    s.fill(
+        win & cabin, s.jitter((40, 50, 65), 15) if rng.random() < 0.8 else s.grey(130, 200), CAR, shade, 0.3
+    )
     front = rng.random() < 0.3
     light = s.jitter((235, 230, 200) if front else (200, 30, 30), 10)
     lh = max(1.5, 0.1 * ch)
-    s.fill(s.rect_mask(xl + 0.04 * cw, body_top + 0.1 * ch, xl + 0.2 * cw, body_top + 0.1 * ch + lh), light, CAR)
-    s.fill(s.rect_mask(xr - 0.2 * cw, body_top + 0.1 * ch, xr - 0.04 * cw, body_top + 0.1 * ch + lh), light, CAR)
-    s.fill(s.rect_mask(x0 - 0.12 * cw, y0 - 0.36 * ch, x0 + 0.12 * cw, y0 - 0.36 * ch + max(1.5, 0.08 * ch)),
-           s.grey(180, 235), CAR)
+    s.fill(
+        s.rect_mask(xl + 0.04 * cw, body_top + 0.1 * ch, xl + 0.2 * cw, body_top + 0.1 * ch + lh), light, CAR
+    )
+    s.fill(
+        s.rect_mask(xr - 0.2 * cw, body_top + 0.1 * ch, xr - 0.04 * cw, body_top + 0.1 * ch + lh), light, CAR
+    )
+    s.fill(
+        s.rect_mask(x0 - 0.12 * cw, y0 - 0.36 * ch, x0 + 0.12 * cw, y0 - 0.36 * ch + max(1.5, 0.08 * ch)),
+        s.grey(180, 235),
+        CAR,
+    )
     wheel = s.jitter((25, 25, 28), 6)
     ww = max(2.0, 0.16 * cw)
     s.fill(s.rect_mask(xl + 0.02 * cw, y0 - 0.2 * ch, xl + 0.02 * cw + ww, y0), wheel, CAR)
@@ -370,32 +467,73 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     s = s.crop(x0 - 1.2 * pw - 2, y0 - ph - 2, x0 + 1.2 * pw + 2, y0 + 1)
     if s is None:
         return
-    top_col, leg_col = s.paint_name(CLOTHES, 20), s.paint_name(["navy", "black", "grey", "beige", "blue", "brown"])
+    top_col, leg_col = (
+        s.paint_name(CLOTHES, 20),
+        s.paint_name(["navy", "black", "grey", "beige", "blue", "brown"]),
+    )
     tex = s.noise(max(1.5, ph / 12), 1)
     stride = rng.uniform(0.0, 0.25) * pw
     lw = max(2.0, 0.36 * pw)
     hip = y0 - 0.48 * ph
-    s.fill(s.poly_mask([(x0 - 0.05 * pw - lw, hip), (x0 - 0.05 * pw, hip), (x0 - stride, y0),
-                        (x0 - stride - lw, y0)]), leg_col, PERSON, tex, 0.1)
-    s.fill(s.poly_mask([(x0 + 0.05 * pw, hip), (x0 + 0.05 * pw + lw, hip), (x0 + stride + lw, y0),
-                        (x0 + stride, y0)]), leg_col, PERSON, tex, 0.1)
+    s.fill(
+        s.poly_mask(
+            [(x0 - 0.05 * pw - lw, hip), (x0 - 0.05 * pw, hip), (x0 - stride, y0), (x0 - stride - lw, y0)]
+        ),
+        leg_col,
+        PERSON,
+        tex,
+        0.1,
+    )
+    s.fill(
+        s.poly_mask(
+            [(x0 + 0.05 * pw, hip), (x0 + 0.05 * pw + lw, hip), (x0 + stride + lw, y0), (x0 + stride, y0)]
+        ),
+        leg_col,
+        PERSON,
+        tex,
+        0.1,
+    )
     sh_y = y0 - 0.82 * ph
-    torso = s.poly_mask([(x0 - pw / 2, sh_y), (x0 + pw / 2, sh_y), (x0 + 0.45 * pw, hip + 0.04 * ph),
-                         (x0 - 0.45 * pw, hip + 0.04 * ph)])
+    torso = s.poly_mask(
+        [
+            (x0 - pw / 2, sh_y),
+            (x0 + pw / 2, sh_y),
+            (x0 + 0.45 * pw, hip + 0.04 * ph),
+            (x0 - 0.45 * pw, hip + 0.04 * ph),
+        ]
+    )
     s.fill(torso, top_col, PERSON, tex, 0.12)
     aw = max(1.5, 0.18 * pw)
     for sgn in (-1, 1):
         xa = x0 + sgn * pw / 2
-        s.fill(s.poly_mask([(xa, sh_y + 0.02 * ph), (xa + sgn * aw, sh_y + 0.02 * ph),
-                            (xa + sgn * (aw + rng.uniform(0, 0.15) * pw), y0 - 0.45 * ph),
-                            (xa + sgn * rng.uniform(0, 0.15) * pw, y0 - 0.45 * ph)]),
-               top_col * 0.9, PERSON, tex, 0.12)
+        s.fill(
+            s.poly_mask(
+                [
+                    (xa, sh_y + 0.02 * ph),
+                    (xa + sgn * aw, sh_y + 0.02 * ph),
+                    (xa + sgn * (aw + rng.uniform(0, 0.15) * pw), y0 - 0.45 * ph),
+                    (xa + sgn * rng.uniform(0, 0.15) * pw, y0 - 0.45 * ph),
+                ]
+            ),
+            top_col * 0.9,
+            PERSON,
+            tex,
+            0.12,
+        )
     hr = max(2.0, 0.075 * ph)
-    s.fill(s.ellipse_mask(x0, sh_y - hr * 0.95, hr * 0.85, hr), s.jitter(SKIN[int(rng.integers(len(SKIN)))], 10),
-           PERSON, tex, 0.08)
+    s.fill(
+        s.ellipse_mask(x0, sh_y - hr * 0.95, hr * 0.85, hr),
+        s.jitter(SKIN[int(rng.integers(len(SKIN)))], 10),
+        PERSON,
+        tex,
+        0.08,
+    )
     if rng.random() < 0.4:  # hair / hat
-        s.fill(s.ellipse_mask(x0, sh_y - hr * 1.55, hr * 0.9, hr * 0.5), s.paint_name(["black", "brown", "beige"]),
-               PERSON)
+        s.fill(
+            s.ellipse_mask(x0, sh_y - hr * 1.55, hr * 0.9, hr * 0.5),
+            s.paint_name(["black", "brown", "beige"]),
+            PERSON,
+        )
 
 
 def _pole(s: _Scene, x0: float, y0: float, ppu: float) -> None:
@@ -424,14 +562,18 @@ def _sign(s: _Scene, cx: float, cy: float, size: float) -> None:
         outer, inner = s.ellipse_mask(cx, cy, r, r), s.ellipse_mask(cx, cy, r * 0.72, r * 0.72)
     elif shape == "triangle":
         outer = s.poly_mask([(cx - r, cy + r * 0.8), (cx + r, cy + r * 0.8), (cx, cy - r)])
-        inner = s.poly_mask([(cx - r * 0.6, cy + r * 0.55), (cx + r * 0.6, cy + r * 0.55), (cx, cy - r * 0.5)])
+        inner = s.poly_mask(
+            [(cx - r * 0.6, cy + r * 0.55), (cx + r * 0.6, cy + r * 0.55), (cx, cy - r * 0.5)]
+        )
     elif shape == "rect":
         rw = r * rng.uniform(1.0, 1.6)
         outer = s.rect_mask(cx - rw, cy - r * 0.8, cx + rw, cy + r * 0.8)
         inner = s.rect_mask(cx - rw + 1.5, cy - r * 0.8 + 1.5, cx + rw - 1.5, cy + r * 0.8 - 1.5)
     else:
         outer = s.poly_mask([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)])
-        inner = s.poly_mask([(cx, cy - r * 0.65), (cx + r * 0.65, cy), (cx, cy + r * 0.65), (cx - r * 0.65, cy)])
+        inner = s.poly_mask(
+            [(cx, cy - r * 0.65), (cx + r * 0.65, cy), (cx, cy + r * 0.65), (cx - r * 0.65, cy)]
+        )
     c1, c2 = s.paint_name(SIGN_PAINTS, 15), s.paint_name(["white", "yellow", "blue", "black"], 15)
     s.fill(outer, c1, SIGN)
     s.fill(inner, c2, SIGN)
@@ -447,13 +589,22 @@ def _tree(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     s = s.crop(x0 - 1.4 * rad, y0 - trunk_h - 2.3 * rad, x0 + 1.4 * rad, y0 + 1)
     if s is None:
         return
-    s.fill(s.rect_mask(x0 - tw / 2, y0 - trunk_h - 0.2 * ppu, x0 + tw / 2, y0),
-           s.paint_name(["brown", "grey", "black", "olive"]), VEGETATION, s.noise(2, 1), 0.2)
+    s.fill(
+        s.rect_mask(x0 - tw / 2, y0 - trunk_h - 0.2 * ppu, x0 + tw / 2, y0),
+        s.paint_name(["brown", "grey", "black", "olive"]),
+        VEGETATION,
+        s.noise(2, 1),
+        0.2,
+    )
     cy = y0 - trunk_h - rad * 0.7
     canopy = np.zeros((s.h, s.w), bool)
     for _ in range(int(rng.integers(3, 7))):
-        canopy |= s.ellipse_mask(x0 + rng.uniform(-0.5, 0.5) * rad, cy + rng.uniform(-0.5, 0.4) * rad,
-                                 rad * rng.uniform(0.5, 0.85), rad * rng.uniform(0.5, 0.85))
+        canopy |= s.ellipse_mask(
+            x0 + rng.uniform(-0.5, 0.5) * rad,
+            cy + rng.uniform(-0.5, 0.4) * rad,
+            rad * rng.uniform(0.5, 0.85),
+            rad * rng.uniform(0.5, 0.85),
+        )
     ragged = s.noise(max(1.5, rad / 5), 1) > -0.5
     col = s.paint_name(["green", "olive", "green", "green", "orange", "brown", "yellow"], 25)
     s.fill(canopy & ragged, col, VEGETATION, s.noise(max(1.5, rad / 8), 2), 0.45)
@@ -464,8 +615,14 @@ def render_scene(size: Sequence[int], seed: int | Sequence[int]) -> tuple[np.nda
     return _render(int(size[0]), int(size[1]), np.random.default_rng(seed))
 
 
-def generate_synthetic(out_dir: str | Path, train: int = 300, val: int = 50, size: Sequence[int] = (128, 256),
-                       seed: int = 0, progress: bool = True) -> Path:
+def generate_synthetic(
+    out_dir: str | Path,
+    train: int = 300,
+    val: int = 50,
+    size: Sequence[int] = (128, 256),
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
     """Write ``train`` + ``val`` scenes to ``out_dir`` in the Cityscapes layout.
 
     ``leftImg8bit/{split}/<city>/<city>_<i:06d>_000019_leftImg8bit.png`` and
@@ -484,15 +641,23 @@ def generate_synthetic(out_dir: str | Path, train: int = 300, val: int = 50, siz
         (out / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
         (out / "gtFine" / split / city).mkdir(parents=True, exist_ok=True)
     start = time.time()
-    for split, sid, i in tqdm(jobs, desc=f"synthetic scenes -> {out}", unit="img", disable=not progress,
-                              dynamic_ncols=True):
+    for split, sid, i in tqdm(
+        jobs, desc=f"synthetic scenes -> {out}", unit="img", disable=not progress, dynamic_ncols=True
+    ):
         img, lab = _render(h, w, np.random.default_rng([int(seed), sid, i]))
         city = SPLIT_CITIES[split]
         stem = f"{city}_{i:06d}_000019"
         write_png(out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", img)
         write_png(out / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", lab)
-    meta = {"generator": "spxseg.data.synthetic", "train": int(train), "val": int(val), "size": [h, w],
-            "seed": int(seed), "classes": SYNTHETIC_CLASSES, "seconds": round(time.time() - start, 2)}
+    meta = {
+        "generator": "spxseg.data.synthetic",
+        "train": int(train),
+        "val": int(val),
+        "size": [h, w],
+        "seed": int(seed),
+        "classes": SYNTHETIC_CLASSES,
+        "seconds": round(time.time() - start, 2),
+    }
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 

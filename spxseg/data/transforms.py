@@ -20,8 +20,9 @@ IGNORE = 255
 LABEL_INTERP = cv2.INTER_NEAREST_EXACT
 
 
-def resize(image: np.ndarray, label: np.ndarray | None, size_hw: tuple[int, int]
-           ) -> tuple[np.ndarray, np.ndarray | None]:
+def resize(
+    image: np.ndarray, label: np.ndarray | None, size_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Resize image (bilinear) and label (nearest) to ``size_hw`` = (H, W)."""
     h, w = int(size_hw[0]), int(size_hw[1])
     if image.shape[:2] != (h, w):
@@ -43,9 +44,13 @@ def rescale_size(hw: tuple[int, int], scale_hw: Sequence[float]) -> tuple[int, i
     return max(1, int(h * factor + 0.5)), max(1, int(w * factor + 0.5))
 
 
-def random_resize(image: np.ndarray, label: np.ndarray, base_size: Sequence[int],
-                  ratio_range: Sequence[float], rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def random_resize(
+    image: np.ndarray,
+    label: np.ndarray,
+    base_size: Sequence[int],
+    ratio_range: Sequence[float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """mmseg ``RandomResize(scale=base_size, ratio_range, keep_ratio=True)``.
 
     A ratio r is drawn uniformly from ``ratio_range``; the image is rescaled, keeping its
@@ -57,9 +62,14 @@ def random_resize(image: np.ndarray, label: np.ndarray, base_size: Sequence[int]
     return resize(image, label, rescale_size(image.shape[:2], target))
 
 
-def crop_box(label: np.ndarray, crop_hw: Sequence[int], cat_max_ratio: float,
-             rng: np.random.Generator, max_tries: int = 10, ignore: int = IGNORE
-             ) -> tuple[int, int, int, int]:
+def crop_box(
+    label: np.ndarray,
+    crop_hw: Sequence[int],
+    cat_max_ratio: float,
+    rng: np.random.Generator,
+    max_tries: int = 10,
+    ignore: int = IGNORE,
+) -> tuple[int, int, int, int]:
     """Pick a crop ``(y0, y1, x0, x1)`` in which no class covers ``cat_max_ratio`` or more.
 
     Ignore pixels are not counted. As in mmseg, a crop needs at least two classes and is
@@ -81,7 +91,7 @@ def crop_box(label: np.ndarray, crop_hw: Sequence[int], cat_max_ratio: float,
     for attempt in range(max_tries):
         if attempt:
             box = draw()
-        cnt = np.bincount(label[box[0]:box[1], box[2]:box[3]].ravel(), minlength=256)
+        cnt = np.bincount(label[box[0] : box[1], box[2] : box[3]].ravel(), minlength=256)
         cnt[ignore] = 0
         cnt = cnt[cnt > 0]
         ratio = cnt.max() / cnt.sum() if cnt.size > 1 else 1.0
@@ -92,25 +102,35 @@ def crop_box(label: np.ndarray, crop_hw: Sequence[int], cat_max_ratio: float,
     return best
 
 
-def random_crop(image: np.ndarray, label: np.ndarray, crop_hw: Sequence[int], cat_max_ratio: float,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random_crop(
+    image: np.ndarray,
+    label: np.ndarray,
+    crop_hw: Sequence[int],
+    cat_max_ratio: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Random crop of at most ``crop_hw`` honouring ``cat_max_ratio`` (see :func:`crop_box`)."""
     y0, y1, x0, x1 = crop_box(label, crop_hw, cat_max_ratio, rng)
     return image[y0:y1, x0:x1], label[y0:y1, x0:x1]
 
 
-def random_flip(image: np.ndarray, label: np.ndarray, rng: np.random.Generator, prob: float = 0.5
-                ) -> tuple[np.ndarray, np.ndarray]:
+def random_flip(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator, prob: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """Horizontal flip of both with probability ``prob``."""
     if rng.random() < prob:
         return image[:, ::-1], label[:, ::-1]
     return image, label
 
 
-def photometric_distortion(image: np.ndarray, rng: np.random.Generator, brightness_delta: int = 32,
-                           contrast_range: tuple[float, float] = (0.5, 1.5),
-                           saturation_range: tuple[float, float] = (0.5, 1.5),
-                           hue_delta: int = 18) -> np.ndarray:
+def photometric_distortion(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    brightness_delta: int = 32,
+    contrast_range: tuple[float, float] = (0.5, 1.5),
+    saturation_range: tuple[float, float] = (0.5, 1.5),
+    hue_delta: int = 18,
+) -> np.ndarray:
     """mmseg ``PhotoMetricDistortion``: brightness, contrast, saturation, hue, each with p=0.5.
 
     Contrast is applied either before or after the HSV steps (p=0.5). Returns float32
@@ -155,8 +175,9 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
 
 
-def pad_to(image: torch.Tensor, label: torch.Tensor, size_hw: Sequence[int],
-           ignore: int = IGNORE) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_to(
+    image: torch.Tensor, label: torch.Tensor, size_hw: Sequence[int], ignore: int = IGNORE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad (3, h, w) image with 0 (i.e. the mean after normalisation) and label with ``ignore``
     at the bottom / right up to ``size_hw``."""
     h, w = image.shape[-2:]
@@ -211,13 +232,17 @@ class TestPipeline:
         self.short_side = cfg.test_short_side
         self.mean, self.std = list(cfg.mean), list(cfg.std)
 
-    def __call__(self, image: np.ndarray, label: np.ndarray | None,
-                 rng: np.random.Generator | None = None) -> dict:
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator | None = None
+    ) -> dict:
         h, w = image.shape[:2]
         if self.short_side:
             f = float(self.short_side) / min(h, w)
             image, _ = resize(image, None, (max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))))
         if label is None:
             label = np.full((h, w), IGNORE, np.uint8)
-        return {"image": normalize(image, self.mean, self.std), "label": label_tensor(label),
-                "orig_size": (h, w)}
+        return {
+            "image": normalize(image, self.mean, self.std),
+            "label": label_tensor(label),
+            "orig_size": (h, w),
+        }

@@ -58,8 +58,9 @@ def segmentation_loss(
     """
     if labels.shape[-2:] != out.probs.shape[-2:]:
         raise ValueError(f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.probs.shape[-2:])} differ in size")
-    log_probs = out.probs.float().clamp_min(1e-8).log()
-    pixel = F.nll_loss(log_probs, labels, ignore_index=cfg.ignore_index)
+    # contiguous: nll_loss's backward rejects channels-last-like layouts
+    log_probs = out.probs.float().clamp_min(1e-8).log().contiguous()
+    pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index)
     if cfg.superpixel_weight <= 0:
         return LossTerms(pixel, pixel, torch.zeros_like(pixel))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,6 +14,12 @@ class PixelDecoder(nn.Module):
     only one upsampling happens at the full stride-``s`` size. The 3x3 conv is depthwise-separable
     by default (``fuse_conv: separable``): at stride 4 a dense 3x3 conv costs more than the rest of
     the decoder and the head together, for little accuracy; ``full`` gives the dense one.
+
+    Speed: everything runs channels-last (NHWC), whatever the backbone's memory format: each 1x1
+    projection is one GEMM that reads the stage map in place and accumulates onto the upsampled
+    coarser sum (no separate add, no layout copy of the stage map); bilinear upsampling and the
+    depthwise conv vectorise over channels; the cell layout downstream is then a cheap permute. In
+    eval mode the BatchNorm is folded into the conv before it.
     """
 
     def __init__(self, in_channels: list[int], channels: int, fuse_conv: str = "separable") -> None:
@@ -30,10 +37,46 @@ class PixelDecoder(nn.Module):
         self.fuse = nn.Sequential(*conv, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
     def forward(self, feats: list[Tensor], size: tuple[int, int]) -> Tensor:
-        """Stage maps (B, C_i, h_i, w_i), finest first -> pixel features (B, C, h, w) at ``size``."""
-        out = self.lateral[-1](feats[-1])
+        """Stage maps (B, C_i, h_i, w_i), finest first -> pixel features (B, C, h, w) at ``size``, channels-last."""
+        out = self.lateral[-1](feats[-1]).contiguous(memory_format=torch.channels_last)
         for proj, feat in zip(self.lateral[-2::-1], feats[-2::-1]):
-            out = proj(feat) + F.interpolate(out, size=feat.shape[-2:], mode="bilinear", align_corners=False)
-        if out.shape[-2:] != size:
+            # bilinear weights sum to 1, so the bias can go on the small map before upsampling
+            coarse = out + proj.bias.view(1, -1, 1, 1).to(out.dtype)
+            up = F.interpolate(coarse, size=feat.shape[-2:], mode="bilinear", align_corners=False)
+            out = _project_add(feat, proj.weight, up)
+        if out.shape[-2:] != tuple(size):
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        return self.fuse(out)
+        return self._fuse(out)
+
+    def _fuse(self, x: Tensor) -> Tensor:
+        *convs, bn, act = self.fuse
+        for conv in convs[:-1]:
+            x = conv(x)
+        last = convs[-1]
+        if self.training or bn.running_var is None:
+            return act(bn(last(x)))
+        # eval: fold the BatchNorm into the last conv (one pass over the pixel features less)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = last.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        if last.bias is not None:
+            bias = bias + last.bias * scale
+        x = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), last.stride, last.padding, last.dilation, last.groups)
+        return act(x)
+
+
+def _project_add(x: Tensor, weight: Tensor, acc: Tensor) -> Tensor:
+    """``acc + conv1x1(x, weight)`` as one batched GEMM, returned channels-last.
+
+    Args:
+        x: (B, Cin, h, w), NCHW or NHWC (read in place through a strided view either way).
+        weight: (Cout, Cin, 1, 1).
+        acc: (B, Cout, h, w), channels-last.
+    """
+    b, cin, h, w = x.shape
+    cout = weight.shape[0]
+    rows = x.permute(0, 2, 3, 1).reshape(b, h * w, cin)  # a view for both memory formats
+    acc_rows = acc.permute(0, 2, 3, 1).reshape(b, h * w, cout)
+    mat = weight.view(cout, cin).t().to(rows.dtype).expand(b, cin, cout)
+    out = torch.baddbmm(acc_rows.to(rows.dtype), rows, mat)  # (B, h*w, Cout)
+    return out.view(b, h, w, cout).permute(0, 3, 1, 2)

@@ -54,11 +54,14 @@ def gather_neighbors(sp: Tensor) -> Tensor:
 
 
 def neighbor_valid(gh: int, gw: int, device: torch.device | None = None) -> Tensor:
-    """Boolean (Gh, Gw, 9): whether neighbour j of each cell lies inside the grid."""
+    """Boolean (Gh, Gw, 9): whether neighbour j of each cell lies inside the grid.
+
+    Built from ``arange`` on ``device`` (no host-to-device copy, so nothing synchronises).
+    """
+    j = torch.arange(9, device=device)
+    dy, dx = (j // 3 - 1).view(1, 1, 9), (j % 3 - 1).view(1, 1, 9)
     ys = torch.arange(gh, device=device).view(gh, 1, 1)
     xs = torch.arange(gw, device=device).view(1, gw, 1)
-    dy = torch.tensor([o[0] for o in OFFSETS], device=device).view(1, 1, 9)
-    dx = torch.tensor([o[1] for o in OFFSETS], device=device).view(1, 1, 9)
     return (ys + dy >= 0) & (ys + dy < gh) & (xs + dx >= 0) & (xs + dx < gw)
 
 
@@ -66,14 +69,13 @@ def fold_neighbors(contrib: Tensor) -> Tensor:
     """Send per-cell contributions to their neighbours and sum: (B, Gh, Gw, 9, C) -> (B, Gh, Gw, C).
 
     Superpixel (y, x) receives ``contrib[y - dy, x - dx, j]`` for every neighbour offset j;
-    contributions towards cells outside the grid fall off the border.
+    contributions towards cells outside the grid fall off the border. One pad, 9 shifted views.
     """
     gh, gw = contrib.shape[1:3]
+    padded = F.pad(contrib, (0, 0, 0, 0, 1, 1, 1, 1))  # (B, Gh + 2, Gw + 2, 9, C)
     out = None
     for j, (dy, dx) in enumerate(OFFSETS):
-        # shift by (dy, dx): pad on the side we move away from, crop back to the grid
-        padded = F.pad(contrib[:, :, :, j], (0, 0, 1 + dx, 1 - dx, 1 + dy, 1 - dy))
-        shifted = padded[:, 1 : 1 + gh, 1 : 1 + gw]
+        shifted = padded[:, 1 - dy : 1 - dy + gh, 1 - dx : 1 - dx + gw, j]
         out = shifted if out is None else out + shifted
     return out
 
@@ -89,15 +91,19 @@ def neighbor_logits_cells(pix_cells: Tensor, neighbors: Tensor, valid: Tensor) -
     (over 10x faster on CPU than a softmax over an innermost axis of size 9).
 
     Args:
-        pix_cells: (B, Gh, Gw, *, n, d) pixel features in cell layout (``*``: optional heads).
+        pix_cells: (B, Gh, Gw, *, n, d) pixel features in cell layout (``*``: optional heads), or
+            (B, Gh, Gw, n, d) shared by all the ``*`` of ``neighbors`` (one matmul, no broadcast copy).
         neighbors: (B, Gh, Gw, *, 9, d), e.g. from :func:`gather_neighbors`.
         valid: (Gh, Gw, 9) from :func:`neighbor_valid`.
     Returns:
         (B, Gh, Gw, *, 9, n) logits, ``-inf`` for neighbours outside the grid.
     """
-    logits = neighbors @ pix_cells.transpose(-1, -2)
-    extra = logits.dim() - 5  # head dims between the grid and the neighbours
-    mask = valid.view(valid.shape[0], valid.shape[1], *([1] * extra), 9, 1)
+    inner = neighbors.shape[3:-2]
+    if inner and pix_cells.dim() == 5:
+        logits = (neighbors.flatten(3, -2) @ pix_cells.transpose(-1, -2)).unflatten(3, (*inner, 9))
+    else:
+        logits = neighbors @ pix_cells.transpose(-1, -2)
+    mask = valid.view(valid.shape[0], valid.shape[1], *([1] * len(inner)), 9, 1)
     return logits.masked_fill(~mask, float("-inf"))
 
 
@@ -111,17 +117,23 @@ def pooled_sums(assoc_cells: Tensor, pix_cells: Tensor) -> tuple[Tensor, Tensor]
 
     Args:
         assoc_cells: (B, Gh, Gw, *, 9, n), already multiplied by any validity mask.
-        pix_cells: (B, Gh, Gw, *, n, d).
+        pix_cells: (B, Gh, Gw, *, n, d), or (B, Gh, Gw, n, d) shared by all the ``*`` (heads) of
+            the association: then one matmul serves them all, without a broadcast copy of the pixels.
     Returns:
         total (B, Gh, Gw, *, d) and mass (B, Gh, Gw, *, 1).
     """
-    weighted = assoc_cells @ pix_cells  # (B, Gh, Gw, *, 9, d): what each cell sends each neighbour
+    inner = assoc_cells.shape[3:-2]
+    if inner and pix_cells.dim() == 5:
+        # (B, Gh, Gw, prod(*) * 9, n) @ (B, Gh, Gw, n, d): what each cell sends each neighbour
+        weighted = (assoc_cells.flatten(3, -2) @ pix_cells).unflatten(3, (*inner, 9))
+    else:
+        weighted = assoc_cells @ pix_cells  # (B, Gh, Gw, *, 9, d)
     mass = assoc_cells.sum(dim=-1, keepdim=True)  # (B, Gh, Gw, *, 9, 1)
-    inner = weighted.shape[3:-2]
-    # bring the neighbour axis next to the grid so one fold handles every head at once
-    total = fold_neighbors(weighted.movedim(-2, 3).flatten(4)).unflatten(-1, (*inner, weighted.shape[-1]))
-    mass = fold_neighbors(mass.movedim(-2, 3).flatten(4)).unflatten(-1, (*inner, 1))
-    return total, mass
+    d = weighted.shape[-1]
+    # fold sums and masses together, with the neighbour axis next to the grid (one fold for all heads)
+    both = torch.cat([weighted, mass.to(weighted.dtype)], dim=-1).movedim(-2, 3).flatten(4)
+    both = fold_neighbors(both).unflatten(-1, (*inner, d + 1))
+    return both[..., :d], both[..., d:]
 
 
 def pool_cells(assoc_cells: Tensor, pix_cells: Tensor, eps: float = 1e-6) -> Tensor:

@@ -9,8 +9,8 @@ channels-last (B, Gh, Gw, C).
 
 from __future__ import annotations
 
-import math
-
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.models import superpixel_ops as ops
@@ -64,52 +64,97 @@ class SuperpixelTokenizer(nn.Module):
         self.final_key = nn.Linear(channels, channels)
         self.final_key_norm = nn.LayerNorm(channels)
 
-    def _pixel_qv(self, pix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Pixel query and value, (B, Gh, Gw, heads, n, d) each, and the raw query (B, Gh, Gw, n, C)."""
-        b, gh, gw, n, c = pix.shape
-        query, value = self.pix_qv(pix).chunk(2, dim=-1)
-        split = (b, gh, gw, n, self.heads, c // self.heads)
-        heads_query = self.query_norm(query.reshape(split)).transpose(3, 4)
-        return heads_query, value.reshape(split).transpose(3, 4), query
+    def _pixel_query(self, pix: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw pixel query (B, Gh, Gw, n, C) and the query normalised per head, same shape and layout.
 
-    def forward(self, pix: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        Heads stay interleaved in the channel axis (head h = channels ``h*d:(h+1)*d``): the logits are
+        computed against block-diagonal keys (:func:`_block_diagonal`), so the pixel-sized query is never
+        transposed into a head-major copy.
+        """
+        c = self.channels
+        raw = F.linear(pix, self.pix_qv.weight[:c], self.pix_qv.bias[:c])
+        heads = self.query_norm(raw.unflatten(-1, (self.heads, c // self.heads))).flatten(-2)
+        return raw, heads
+
+    def _pooled_values(self, assoc: Tensor, pix: Tensor, valid: Tensor | None, eps: float = 1e-6) -> Tensor:
+        """Per-head association-weighted mean of the pixel values ``Wv F``: (B, Gh, Gw, heads, d).
+
+        The value projection is linear and the pool is a weighted mean, so ``pool(A, Wv F + b) = (Wv
+        pool_sum(A, F) + b * mass) / (mass + eps)`` exactly: pooling the C-channel features first and
+        projecting the (few) superpixels afterwards never materialises the pixel-sized values.
+
+        Args:
+            assoc: (B, Gh, Gw, heads, 9, n).
+            pix: (B, Gh, Gw, n, C).
+            valid: (B, Gh, Gw, 1, 1, n) or None when there is no padding.
+        """
+        c, heads = self.channels, self.heads
+        d = c // heads
+        if valid is not None:
+            assoc = assoc * valid
+        total, mass = ops.pooled_sums(assoc, pix)  # (B, Gh, Gw, heads, C), (B, Gh, Gw, heads, 1)
+        weight = self.pix_qv.weight[c:].view(heads, d, c)
+        bias = self.pix_qv.bias[c:].view(heads, d)
+        total = torch.einsum("bxyhc,hdc->bxyhd", total.to(weight.dtype), weight)
+        # the division in float32: bf16 masses are too coarse to normalise with
+        return ((total.float() + bias.float() * mass.float()) / (mass.float() + eps)).to(total.dtype)
+
+    def forward(self, pix: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Run the tokenizer.
 
         Args:
             pix: (B, Gh, Gw, n, C) pixel features in cell layout.
-            valid: (B, Gh, Gw, 1, n) 1 for image pixels, 0 for padding.
+            valid: (B, Gh, Gw, 1, n) 1 for image pixels, 0 for padding; None when nothing is padded.
         Returns:
             superpixels (B, Gh, Gw, C); the final association, neighbour-major (B, Gh, Gw, 9, n)
             (padding pixels still have a distribution: mask them before pooling); and the pixel
             features (B, Gh, Gw, n, C), updated when ``dual_path``.
         """
         b, gh, gw, n, c = pix.shape
-        d = c // self.heads
+        heads, d = self.heads, c // self.heads
         grid_valid = ops.neighbor_valid(gh, gw, pix.device)
         # initial superpixels: mean of the image pixels of each cell
-        sp = (valid @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
-        valid_heads = valid.unsqueeze(3)  # (B, Gh, Gw, 1, 1, n)
-        query, value, raw_query = self._pixel_qv(pix)
+        if valid is None:
+            sp = pix.mean(-2)
+        else:
+            sp = (valid.to(pix.dtype) @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
+        valid_heads = None if valid is None else valid.unsqueeze(3)  # (B, Gh, Gw, 1, 1, n)
+        raw_query, query = self._pixel_query(pix)
         for i, it in enumerate(self.iterations):
             if self.dual_path and i > 0:
-                query, value, raw_query = self._pixel_qv(pix)
-            key = it.key_norm(it.key(sp).view(b, gh, gw, self.heads, d))  # (B, Gh, Gw, h, d)
-            key_nb = ops.gather_neighbors(key.flatten(3)).view(b, gh, gw, 9, self.heads, d).transpose(3, 4)
-            logits = ops.neighbor_logits_cells(query, key_nb, grid_valid)  # (B, Gh, Gw, h, 9, n)
+                raw_query, query = self._pixel_query(pix)
+            key = it.key_norm(it.key(sp).unflatten(-1, (heads, d))).flatten(-2)  # (B, Gh, Gw, C)
+            key = _block_diagonal(ops.gather_neighbors(key * d**-0.5), heads)  # (B, Gh, Gw, heads, 9, C)
+            logits = ops.neighbor_logits_cells(query, key, grid_valid)  # (B, Gh, Gw, heads, 9, n)
             # softmax in float32: bf16/fp16 logits lose the small differences that matter here
-            assoc = (logits.float() / math.sqrt(d)).softmax(-2).to(value.dtype)
-            pooled = ops.pool_cells(assoc * valid_heads, value)  # (B, Gh, Gw, h, d)
-            sp = sp + it.out(pooled.flatten(3))
+            assoc = logits.float().softmax(-2)
+            sp = sp + it.out(self._pooled_values(assoc, pix, valid_heads).flatten(3).to(sp.dtype))
             sp = sp + it.ffn(it.ffn_norm(sp))
             if self.dual_path:
-                sp_value = ops.gather_neighbors(it.sp_value(sp))  # (B, Gh, Gw, 9, C)
-                sp_value = sp_value.view(b, gh, gw, 9, self.heads, d).transpose(3, 4)
-                back = ops.project_cells(assoc, sp_value)  # (B, Gh, Gw, h, n, d)
-                pix = pix + it.pix_out(back.transpose(3, 4).reshape(b, gh, gw, n, c))
+                # superpixels -> pixels: (n, heads*9) @ block-diagonal (heads*9, C) lands in (n, C) directly
+                sp_value = _block_diagonal(ops.gather_neighbors(it.sp_value(sp)), heads).flatten(3, 4)
+                back = ops.project_cells(assoc.flatten(3, 4).to(sp_value.dtype), sp_value)  # (B, Gh, Gw, n, C)
+                pix = pix + it.pix_out(back)
         if self.dual_path:
-            raw_query = self.pix_qv(pix)[..., :c]
+            raw_query, _ = self._pixel_query(pix)
         final_query = self.final_query_norm(raw_query)
-        final_key = ops.gather_neighbors(self.final_key_norm(self.final_key(sp)))
+        final_key = ops.gather_neighbors(self.final_key_norm(self.final_key(sp)) * c**-0.5)
         logits = ops.neighbor_logits_cells(final_query, final_key, grid_valid)
-        assoc = (logits.float() / math.sqrt(c)).softmax(-2)
+        assoc = logits.float().softmax(-2)
         return sp, assoc, pix
+
+
+def _block_diagonal(neighbors: Tensor, heads: int) -> Tensor:
+    """(B, Gh, Gw, 9, C) -> (B, Gh, Gw, heads, 9, C): row (h, j) keeps head h's channels of neighbour j.
+
+    The other heads' channels are zero, so one matmul of these rows with the pixels (n, C) gives every
+    head's dot products, and one matmul of an association (n, heads*9) with them gives every head's
+    values in the interleaved (n, C) layout. Costs ``heads`` times the FLOPs of the per-head products,
+    on superpixel-sized operands, and saves transposing pixel-sized tensors into head-major copies.
+    """
+    if heads == 1:
+        return neighbors.unsqueeze(3)
+    *lead, nine, c = neighbors.shape
+    eye = torch.eye(heads, device=neighbors.device, dtype=neighbors.dtype)
+    per_head = neighbors.view(*lead, 1, nine, heads, c // heads) * eye.view(heads, 1, heads, 1)
+    return per_head.flatten(-2)

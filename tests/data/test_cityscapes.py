@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from spxseg.config import DataConfig
 from spxseg.data import (
     CityscapesDataset,
     DatasetNotFoundError,
@@ -20,16 +21,23 @@ from spxseg.data import (
     build_dataset,
 )
 from spxseg.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, PALETTE
-from spxseg.config import DataConfig
 
 
 def fixtures_dir() -> Path:
     env = os.environ.get("SPXSEG_FIXTURES")
-    return Path(env) if env else (Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures").resolve()
+    return (
+        Path(env) if env else (Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures").resolve()
+    )
 
 
-def make_cityscapes(root: Path, split: str = "train", n: int = 2, size: tuple[int, int] = (32, 64),
-                    train_ids: bool = False, seed: int = 0) -> list[np.ndarray]:
+def make_cityscapes(
+    root: Path,
+    split: str = "train",
+    n: int = 2,
+    size: tuple[int, int] = (32, 64),
+    train_ids: bool = False,
+    seed: int = 0,
+) -> list[np.ndarray]:
     """Write ``n`` random frames in the Cityscapes layout; returns their labelIds maps."""
     rng = np.random.default_rng(seed)
     labels = []
@@ -181,3 +189,14 @@ def test_colour_label_is_rejected(tmp_path: Path) -> None:
     cv2.imwrite(str(ds.label_path(0)), colour)
     with pytest.raises(ImageReadError, match="single-channel"):
         ds.load_label(0)
+
+
+def test_split_folder_names_from_config(tmp_path: Path) -> None:
+    make_cityscapes(tmp_path, "train_extra", n=2, size=(32, 64))
+    cfg = {"dataset": "cityscapes", "root": str(tmp_path), "train_split": "train_extra", "crop_size": [16, 32],
+           "base_size": [32, 64], "scale_range": [1.0, 1.0]}
+    for split in ("train", "train_extra"):  # by role or by folder name: the training pipeline
+        ds = build_dataset(cfg, split)
+        assert len(ds) == 2 and ds[0]["label"].shape == (16, 32)
+    with pytest.raises(DatasetNotFoundError, match="test"):
+        build_dataset(cfg, "test")

@@ -15,15 +15,24 @@ from spxseg.data import CocoCategoryError, CocoSegDataset, MissingImageError, bu
 H, W = 30, 40
 
 
-def make_coco(root: Path, anns: list[dict], categories: list[dict] | None = None, split: str = "train") -> Path:
+def make_coco(
+    root: Path, anns: list[dict], categories: list[dict] | None = None, split: str = "train"
+) -> Path:
     (root / "images" / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(root / "images" / split / "a.png"), np.full((H, W, 3), 90, np.uint8))
-    cats = categories if categories is not None else [
-        {"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}, {"id": 12, "name": "tree"}]
-    doc = {"images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
-           "annotations": [dict(a, id=i + 1, image_id=1, iscrowd=a.get("iscrowd", 0)) for i, a in enumerate(anns)],
-           "categories": cats}
+    cats = (
+        categories
+        if categories is not None
+        else [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}, {"id": 12, "name": "tree"}]
+    )
+    doc = {
+        "images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+        "annotations": [
+            dict(a, id=i + 1, image_id=1, iscrowd=a.get("iscrowd", 0)) for i, a in enumerate(anns)
+        ],
+        "categories": cats,
+    }
     path = root / "annotations" / f"{split}.json"
     path.write_text(json.dumps(doc))
     return path
@@ -84,10 +93,16 @@ def test_polygon_rle_and_overlap_rule(tmp_path: Path) -> None:
 
 
 def test_config_mapping_names_and_background(tmp_path: Path) -> None:
-    make_coco(tmp_path, [{"category_id": 3, "segmentation": polygon(0.5, 0.5, 9.5, 9.5)},
-                         {"category_id": 12, "segmentation": polygon(20.5, 0.5, 29.5, 9.5)}])
-    ds = build_dataset(cfg(tmp_path, categories={3: 1, 12: 255}, class_names=["bg", "animal"], background=0),
-                       "train")
+    make_coco(
+        tmp_path,
+        [
+            {"category_id": 3, "segmentation": polygon(0.5, 0.5, 9.5, 9.5)},
+            {"category_id": 12, "segmentation": polygon(20.5, 0.5, 29.5, 9.5)},
+        ],
+    )
+    ds = build_dataset(
+        cfg(tmp_path, categories={3: 1, 12: 255}, class_names=["bg", "animal"], background=0), "train"
+    )
     assert ds.class_names == ["bg", "animal"]
     lab = ds.load_label(0)
     assert lab[5, 5] == 1 and lab[5, 25] == 255 and lab[20, 35] == 0

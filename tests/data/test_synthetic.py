@@ -1,0 +1,94 @@
+"""Synthetic street scenes: determinism, Cityscapes layout and label ids, auto-generation, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from spxseg.data import CityscapesDataset, build_dataset, ensure_synthetic, generate_synthetic, render_scene
+from spxseg.data.cityscapes import LABEL_IDS
+from spxseg.data.synthetic import MARKER, SYNTHETIC_CLASSES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.png"))}
+
+
+def test_deterministic_bytes_and_layout(tmp_path: Path) -> None:
+    a = generate_synthetic(tmp_path / "a", train=3, val=2, size=(64, 128), seed=7, progress=False)
+    b = generate_synthetic(tmp_path / "b", train=3, val=2, size=(64, 128), seed=7, progress=False)
+    fa, fb = files(a), files(b)
+    assert len(fa) == 10 and fa == fb
+    c = generate_synthetic(tmp_path / "c", train=3, val=2, size=(64, 128), seed=8, progress=False)
+    assert files(c) != fa
+    assert "leftImg8bit/train/synthtrain/synthtrain_000000_000019_leftImg8bit.png" in fa
+    assert "gtFine/val/synthval/synthval_000001_000019_gtFine_labelIds.png" in fa
+    assert (a / MARKER).is_file()
+
+
+def test_readable_by_cityscapes_loader_with_label_ids(tmp_path: Path) -> None:
+    root = generate_synthetic(tmp_path / "s", train=4, val=2, size=(64, 128), seed=0, progress=False)
+    allowed_ids = {LABEL_IDS[c] for c in SYNTHETIC_CLASSES}
+    _, raw = render_scene((64, 128), [0, 0, 0])
+    assert set(np.unique(raw).tolist()) <= allowed_ids  # label ids, not train ids
+    ds = CityscapesDataset(root, "train", None)
+    assert len(ds) == 4 and ds.label_path(0).name.endswith("_gtFine_labelIds.png")
+    seen: set[int] = set()
+    for i in range(len(ds)):
+        seen |= set(np.unique(ds.load_label(i)).tolist())
+    names = {ds.class_names[t] for t in seen}
+    assert names <= set(SYNTHETIC_CLASSES) and {"road", "sky", "building"} <= names
+    val = CityscapesDataset(root, "val", None)
+    assert len(val) == 2
+
+
+def test_build_dataset_generates_when_missing(tmp_path: Path) -> None:
+    root = tmp_path / "data" / "synthetic"
+    cfg = {
+        "dataset": "cityscapes",
+        "root": str(root),
+        "base_size": [64, 128],
+        "crop_size": [64, 128],
+        "synthetic": {"generate": True, "train": 2, "val": 1, "size": [64, 128], "seed": 3},
+    }
+    ds = build_dataset(cfg, "train")
+    assert len(ds) == 2 and (root / MARKER).is_file()
+    assert [p.name for p in root.parent.iterdir()] == ["synthetic"]  # no temp folder left behind
+    item = ds[0]
+    assert item["image"].shape == (3, 64, 128) and item["label"].shape == (64, 128)
+    before = files(root)
+    assert ensure_synthetic(cfg) is False  # exists: nothing regenerated
+    assert files(root) == before
+    assert len(build_dataset(cfg, "val")) == 1
+
+
+def test_make_synthetic_cli(tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools" / "make_synthetic.py"),
+            "--out",
+            str(out),
+            "--train",
+            "2",
+            "--val",
+            "1",
+            "--size",
+            "48",
+            "96",
+            "--seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert len(list((out / "leftImg8bit" / "train" / "synthtrain").glob("*.png"))) == 2
+    assert len(list((out / "gtFine" / "val" / "synthval").glob("*_labelIds.png"))) == 1

@@ -1,0 +1,218 @@
+"""Inference modes (whole, sliding window, flip / multi-scale TTA, mixed-size batches), evaluate() and Segmenter."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from spxseg import Segmenter
+from spxseg.config import Config, EvalConfig, from_dict, to_dict
+from spxseg.engine.evaluator import SegEvaluator, confusion_matrix, metrics_from_confusion
+from spxseg.engine.inference import evaluate, predict_batch, predict_probs, window_boxes
+from spxseg.models import build_model
+
+TINY = {"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
+        "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
+
+
+class _Out(NamedTuple):
+    probs: torch.Tensor
+
+
+class PixelModel(nn.Module):
+    """Per-pixel classifier: translation- and flip-equivariant, so every inference mode agrees."""
+
+    def __init__(self, k: int = 5) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, k, 1)
+
+    def forward(self, x: torch.Tensor) -> _Out:
+        return _Out(self.conv(x).softmax(1))
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(TINY).eval()
+
+
+def test_window_boxes_cover_the_image() -> None:
+    boxes = window_boxes((70, 100), (64, 64), (32, 32))
+    assert boxes == [(0, 64, 0, 64), (0, 64, 32, 96), (0, 64, 36, 100),
+                     (6, 70, 0, 64), (6, 70, 32, 96), (6, 70, 36, 100)]
+    count = np.zeros((70, 100))
+    for y0, y1, x0, x1 in window_boxes((70, 100), (64, 64), (48, 40)):
+        assert (y1 - y0, x1 - x0) == (64, 64)
+        count[y0:y1, x0:x1] += 1
+    assert count.min() >= 1
+    assert window_boxes((50, 60), (64, 64), (32, 32)) == [(0, 50, 0, 60)]  # crop larger than the image
+
+
+def test_whole_equals_slide_when_one_window_covers_the_image(model) -> None:
+    x = torch.randn(2, 3, 70, 100)
+    whole = predict_probs(model, x, EvalConfig(mode="whole"))
+    for crop in ([70, 100], [128, 128]):
+        slide = predict_probs(model, x, EvalConfig(mode="slide", crop_size=crop, stride=[32, 32]))
+        assert torch.equal(whole, slide)
+
+
+def test_slide_count_map_with_overlapping_windows() -> None:
+    m = PixelModel()
+    x = torch.randn(1, 3, 70, 100)
+    whole = predict_probs(m, x, EvalConfig())
+    slide = predict_probs(m, x, EvalConfig(mode="slide", crop_size=[32, 48], stride=[20, 30], batch_size=4))
+    torch.testing.assert_close(slide, whole, rtol=0, atol=1e-6)
+    assert torch.allclose(slide.sum(1), torch.ones(1, 70, 100), atol=1e-5)
+
+
+def test_slide_real_model_runs_with_batched_windows(model) -> None:
+    x = torch.randn(1, 3, 70, 100)
+    one = predict_probs(model, x, EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=1))
+    four = predict_probs(model, x, EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=4))
+    assert one.shape == (1, 5, 70, 100)
+    torch.testing.assert_close(four, one, rtol=0, atol=1e-5)
+    assert torch.allclose(one.sum(1), torch.ones(1, 70, 100), atol=1e-4)
+
+
+def test_flip_tta_on_a_flip_symmetric_input(model) -> None:
+    half = torch.randn(1, 3, 64, 48)
+    x = torch.cat([half, half.flip(-1)], -1)  # x == flip(x)
+    plain = predict_probs(model, x, EvalConfig())
+    tta = predict_probs(model, x, EvalConfig(flip=True))
+    assert torch.equal(tta, tta.flip(-1))  # the averaged prediction is mirror-symmetric
+    assert torch.equal(tta, (plain + plain.flip(-1)) / 2)
+    assert not torch.equal(plain, plain.flip(-1))  # the model itself is not flip-equivariant
+
+
+def test_tta_with_equivariant_model_equals_plain() -> None:
+    m = PixelModel()
+    x = torch.randn(1, 3, 64, 96)
+    plain = predict_probs(m, x, EvalConfig())
+    torch.testing.assert_close(predict_probs(m, x, EvalConfig(flip=True)), plain, rtol=0, atol=1e-6)
+    const = torch.ones(1, 3, 64, 96) * torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    ms = predict_probs(m, const, EvalConfig(scales=[0.5, 0.75, 1.5], flip=True), out_size=(40, 50))
+    assert ms.shape == (1, 5, 40, 50)
+    torch.testing.assert_close(ms, predict_probs(m, const, EvalConfig(), out_size=(40, 50)), rtol=0, atol=1e-6)
+
+
+def test_multiscale_real_model(model) -> None:
+    x = torch.randn(1, 3, 64, 96)
+    assert torch.equal(predict_probs(model, x, EvalConfig(scales=[1.0])), predict_probs(model, x, EvalConfig()))
+    probs = predict_probs(model, x, EvalConfig(scales=[0.5, 1.0, 1.5], flip=True), out_size=(128, 192))
+    assert probs.shape == (1, 5, 128, 192)
+    assert torch.allclose(probs.sum(1), torch.ones(1, 128, 192), atol=1e-4)
+
+
+def test_batch_with_different_sizes_matches_single_images(model) -> None:
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(3, 64, 96, generator=g), torch.randn(3, 96, 64, generator=g),
+              torch.randn(3, 64, 96, generator=g), torch.randn(3, 50, 70, generator=g)]
+    sizes = [(64, 96), (100, 70), None, (50, 70)]
+    out = predict_batch(model, images, EvalConfig(batch_size=2), sizes)
+    for img, size, probs in zip(images, sizes, out):
+        ref = predict_probs(model, img[None], EvalConfig(), out_size=size)[0]
+        assert probs.shape == ref.shape
+        torch.testing.assert_close(probs, ref, rtol=0, atol=1e-5)
+
+
+def test_bad_eval_config_is_named() -> None:
+    with pytest.raises(ValueError, match="eval.mode"):
+        predict_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(mode="tiles"))
+    with pytest.raises(ValueError, match="eval.scales"):
+        predict_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(scales=[]))
+
+
+def _items(n: int = 4, k: int = 5) -> list[dict]:
+    """Images at half the label resolution (as with data.test_short_side), labels at full resolution."""
+    g = torch.Generator().manual_seed(2)
+    items = []
+    for i in range(n):
+        h, w = 32 + 8 * (i % 2), 48
+        label = torch.randint(0, k, (2 * h, 2 * w), generator=g)
+        label[:3] = 255
+        items.append({"image": torch.randn(3, h, w, generator=g), "label": label, "path": f"x/{i}.png"})
+    return items
+
+
+def test_evaluate_scores_at_label_resolution_for_list_and_collated_batches() -> None:
+    from spxseg.data import eval_collate
+
+    m = PixelModel()
+    items = _items()
+    conf = torch.zeros(5, 5, dtype=torch.long)
+    for item in items:
+        probs = predict_probs(m, item["image"][None], EvalConfig(), out_size=tuple(item["label"].shape))
+        conf += confusion_matrix(probs.argmax(1)[0], item["label"], 5)
+    expected = metrics_from_confusion(conf)
+    seen: list[tuple] = []
+    as_lists = evaluate(m, [items[:3], items[3:]], EvalConfig(batch_size=2), SegEvaluator(5), torch.device("cpu"),
+                        progress=False, on_prediction=lambda pred, item: seen.append((pred.shape, item["path"])))
+    collated = evaluate(m, [eval_collate(items[:3]), eval_collate(items[3:])], EvalConfig(), SegEvaluator(5),
+                        torch.device("cpu"), progress=False)
+    for got in (as_lists, collated):
+        assert got["num_images"] == 4 and got["images_per_s"] > 0
+        for key in ("mIoU", "mAcc", "aAcc", "fwIoU"):
+            assert got[key] == pytest.approx(expected[key])
+    assert seen == [(tuple(it["label"].shape), it["path"]) for it in items]
+
+
+def test_evaluate_real_model_restores_training_mode(model) -> None:
+    model.train()
+    metrics = evaluate(model, [_items(2)], EvalConfig(), SegEvaluator(5), torch.device("cpu"), progress=False)
+    assert model.training and 0.0 <= metrics["aAcc"] <= 100.0
+    model.eval()
+
+
+# --------------------------------------------------------------------------- Segmenter
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, model) -> str:
+    cfg = from_dict(Config, {"model": TINY, "data": {"dataset": "cityscapes"}})
+    cfg.model.num_classes = 19
+    torch.manual_seed(0)
+    net = build_model(cfg.model)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pth"
+    torch.save({"model": net.state_dict(), "config": to_dict(cfg), "iteration": 7}, path)
+    return str(path)
+
+
+def test_segmenter_from_checkpoint(checkpoint) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    assert seg.num_classes == 19 and seg.class_names[0] == "road" and len(seg.palette) == 19
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (75, 110, 3), dtype=np.uint8)
+    labels = seg.predict(bgr)
+    assert labels.shape == (75, 110) and labels.dtype == np.uint8 and labels.max() < 19
+    assert np.array_equal(seg.predict(np.ascontiguousarray(bgr[..., ::-1]), rgb=True), labels)
+    labels2, sp = seg.predict_with_superpixels(bgr)
+    assert np.array_equal(labels2, labels)
+    assert sp.shape == (75, 110) and sp.min() >= 0 and seg.superpixels is sp
+    # probabilities agree with the model run on the normalised RGB image
+    x = (torch.from_numpy(bgr[..., ::-1].copy()).float() - torch.tensor(seg.cfg.data.mean)) / torch.tensor(
+        seg.cfg.data.std)
+    with torch.no_grad():
+        ref = seg.model(x.permute(2, 0, 1)[None]).probs[0]
+    torch.testing.assert_close(seg.predict_probs(bgr), ref, rtol=0, atol=1e-5)
+    other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    batch = seg.predict_batch([bgr, other, bgr])
+    assert np.array_equal(batch[0], labels) and np.array_equal(batch[2], labels) and batch[1].shape == (64, 64)
+
+
+def test_segmenter_errors(tmp_path, checkpoint) -> None:
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        Segmenter.from_checkpoint(tmp_path / "missing.pth")
+    torch.save({"weights": {}}, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="not an spxseg checkpoint"):
+        Segmenter.from_checkpoint(tmp_path / "bad.pth")
+    cfg = from_dict(Config, {"model": {**TINY, "channels": 48, "num_classes": 19}})
+    with pytest.raises(RuntimeError, match="do not fit the model"):
+        Segmenter.from_config(cfg, checkpoint)
+    seg = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match="expected an image"):
+        seg.predict(np.zeros((4, 5, 6, 7), np.uint8))

@@ -1,0 +1,77 @@
+"""Model export: torch.export (small size) and ONNX vs onnxruntime at 512x1024 (the one slow test here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spxseg.engine.export import ExportWrapper, export_onnx
+from spxseg.models import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
+        "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
+
+
+def _load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_torch_export_succeeds() -> None:
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(ExportWrapper(model), (x,))
+    probs, labels, superpixels = program.module()(x)
+    with torch.no_grad():
+        ref = model(x)
+    torch.testing.assert_close(probs, ref.probs, rtol=0, atol=1e-5)
+    assert torch.equal(superpixels, ref.superpixels) and labels.shape == (1, 64, 96)
+
+
+def test_export_onnx_rejects_old_opset(tmp_path) -> None:
+    with pytest.raises(ValueError, match="opset 16"):
+        export_onnx(torch.nn.Identity(), (64, 64), tmp_path / "m.onnx", opset=16)
+
+
+@pytest.mark.slow
+def test_onnxruntime_matches_pytorch_at_512x1024(tmp_path, capsys) -> None:
+    """SLOW (~1 min on 2 CPU cores): one export + one run at 512x1024 fp32 through tools/export_onnx.py."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    cfg = {"model": {"num_classes": 19, "backbone": {"name": "resnet18"}}, "data": {"dataset": "cityscapes"}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg}, tmp_path / "model.pth")
+    tool = _load_tool("export_onnx")
+    rc = tool.main(["--config", str(tmp_path / "cfg.yaml"), "--checkpoint", str(tmp_path / "model.pth"),
+                    "--size", "512", "1024", "--out", str(tmp_path / "model.onnx"), "--json", str(tmp_path / "r.json")])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    report = json.loads((tmp_path / "r.json").read_text())
+    print(f"\nONNX 512x1024: max abs diff {report['max_abs_diff_probs']:.3g}, labels agree "
+          f"{report['labels_agreement']:.6f}, export {report['export_s']:.1f} s, ort {report['onnxruntime_s']:.2f} s, "
+          f"torch {report['torch_s']:.2f} s")
+    assert report["max_abs_diff_probs"] <= 1e-4
+    assert report["labels_agreement"] > 0.999 and report["superpixels_agreement"] > 0.999
+    assert "onnx.checker: OK" in printed and "max abs diff" in printed
+
+    import onnx
+
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["class_names"])[0] == "road" and json.loads(meta["input_size"]) == [512, 1024]
+    assert [o.name for o in proto.graph.output] == ["probs", "labels", "superpixels"]

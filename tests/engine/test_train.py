@@ -1,0 +1,140 @@
+"""The training loop: exact resume, NaN stop, atomic checkpoints, torchrun DDP, outputs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spxseg.config import load_config
+from spxseg.data.synthetic import generate_synthetic
+from spxseg.engine import checkpoint as ckpt_mod
+from spxseg.engine import trainer
+from spxseg.engine.checkpoint import atomic_save, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """A tiny synthetic set and a tiny model that trains an iteration in a fraction of a second."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic(root, train=8, val=2, size=(64, 128), seed=0, progress=False)
+    cfg = {
+        "model": {
+            "num_classes": 19, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
+            "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2},
+        },
+        "data": {"dataset": "cityscapes", "root": str(root), "base_size": [64, 128], "crop_size": [64, 128],
+                 "scale_range": [0.75, 1.25], "num_workers": 0, "pin_memory": False},
+        "train": {"max_iters": 20, "batch_size": 2, "lr": 1e-3, "warmup_iters": 5, "eval_interval": 1000,
+                  "checkpoint_interval": 10, "log_interval": 5, "deterministic": True, "amp": "none",
+                  "device": "cpu", "keep_checkpoints": 1},
+    }
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def _stop_at(monkeypatch, call: int, action):
+    """Wrap the training loss so that ``action(loss)`` runs at its ``call``-th call (1-based)."""
+    real = trainer.segmentation_loss
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return action(loss) if calls["n"] >= call else loss
+
+    monkeypatch.setattr(trainer, "segmentation_loss", wrapped)
+
+
+def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
+    cfg = load_config(tiny_config)
+    straight = trainer.train(cfg, tmp_path / "straight", progress=False)
+
+    # the same run, stopped by SIGTERM during iteration 10, then resumed
+    def sigterm(loss):
+        os.kill(os.getpid(), signal.SIGTERM)
+        monkeypatch.setattr(trainer, "segmentation_loss", real_loss)
+        return loss
+
+    real_loss = trainer.segmentation_loss
+    _stop_at(monkeypatch, 10, sigterm)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(load_config(tiny_config), tmp_path / "split", progress=False)
+    assert load_checkpoint(tmp_path / "split/checkpoints/latest.pth")["iteration"] == 10
+    resumed = trainer.train(load_config(tiny_config), tmp_path / "split", resume=True, progress=False)
+
+    a, b = _weights(tmp_path / "straight/checkpoints/latest.pth"), _weights(tmp_path / "split/checkpoints/latest.pth")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight["mIoU"] == resumed["mIoU"]
+
+    # outputs a user relies on
+    out = tmp_path / "straight"
+    for name in ("metrics.json", "metrics.jsonl", "config.yaml", "checkpoints/latest.pth", "checkpoints/best.pth"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"mIoU", "mAcc", "aAcc", "per_class"} <= metrics.keys()
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
+    assert load_config(out / "config.yaml").train.max_iters == 20
+    assert sorted(p.name for p in (out / "checkpoints").glob("iter_*.pth")) == ["iter_0000020.pth"]  # keep 1
+
+
+def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    _stop_at(monkeypatch, 13, lambda loss: type(loss)(*(t * float("nan") for t in (loss.total, loss.pixel, loss.superpixel))))
+    with pytest.raises(trainer.TrainingStopped, match="NaN/inf before iteration 15.*latest.pth"):
+        trainer.train(load_config(tiny_config), tmp_path, progress=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoints/latest.pth")
+    assert ckpt["iteration"] == 10
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "latest.pth"
+    atomic_save({"model": {"w": torch.ones(3)}, "iteration": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial garbage")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"model": {"w": torch.zeros(3)}, "iteration": 2}, path)
+    monkeypatch.undo()
+    ckpt = load_checkpoint(path)
+    assert ckpt["iteration"] == 1 and torch.equal(ckpt["model"]["w"], torch.ones(3))
+    assert list(tmp_path.iterdir()) == [path]  # no stray temp file
+
+
+def test_resume_from_a_missing_path_is_an_error(tiny_config, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        trainer.train(load_config(tiny_config), tmp_path, resume=str(tmp_path / "nope.pth"), progress=False)
+
+
+def test_torchrun_two_processes(tiny_config, tmp_path):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(REPO / "tools/train.py"), "--config", str(tiny_config), "--work-dir", str(tmp_path), "--no-progress",
+        "--opts", "train.max_iters=4", "train.checkpoint_interval=2", "train.log_interval=2", "train.batch_size=2",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "checkpoints/latest.pth")
+    assert ckpt["iteration"] == 4 and isinstance(ckpt["rng"], list) and len(ckpt["rng"]) == 2
+    model = trainer.build_model(load_config(tiny_config).model)
+    model.load_state_dict(ckpt["model"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["mIoU"] >= 0

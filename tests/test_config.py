@@ -1,0 +1,76 @@
+"""YAML configs: _base_ inheritance, dotted overrides, unknown keys and wrong types."""
+
+from pathlib import Path
+
+import pytest
+
+from spxseg.config import Config, ConfigError, load_config, model_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_base_inheritance_merges_recursively(tmp_path):
+    write(tmp_path / "base.yaml", "model: {num_classes: 7, backbone: {name: resnet18}}\ntrain: {lr: 0.5}\n")
+    child = write(tmp_path / "child.yaml", "_base_: base.yaml\nmodel: {cell: 4}\ntrain: {max_iters: 10}\n")
+    cfg = load_config(child)
+    assert cfg.model.num_classes == 7 and cfg.model.backbone.name == "resnet18" and cfg.model.cell == 4
+    assert cfg.model.backbone.pretrained is False  # default kept
+    assert cfg.train.lr == 0.5 and cfg.train.max_iters == 10
+
+
+def test_overrides_are_yaml_typed(tmp_path):
+    cfg = load_config(None, ["train.lr=3e-4", "data.crop_size=[64, 128]", "model.backbone.checkpoint=null",
+                             "train.grad_clip=2", "model.tokenizer.dual_path=true"])
+    assert cfg.train.lr == pytest.approx(3e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.data.crop_size == [64, 128]
+    assert cfg.model.backbone.checkpoint is None
+    assert cfg.train.grad_clip == 2.0
+    assert cfg.model.tokenizer.dual_path is True
+
+
+def test_unknown_key_names_the_closest_valid_one(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "train: {max_iter: 10}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_iter'; did you mean 'train.max_iters'"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="model.tokenizer.head'; did you mean 'model.tokenizer.heads'"):
+        load_config(None, ["model.tokenizer.head=4"])
+    with pytest.raises(ConfigError, match="unknown config key 'trian'; did you mean 'train'"):
+        load_config(None, ["trian.lr=1"])
+
+
+def test_wrong_types_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="train.max_iters: expected int, got 'ten'"):
+        load_config(None, ["train.max_iters=ten"])
+    with pytest.raises(ConfigError, match="model.cell: expected int, got 4.5"):
+        load_config(None, ["model.cell=4.5"])
+    with pytest.raises(ConfigError, match="data.crop_size: expected a list"):
+        load_config(None, ["data.crop_size=512"])
+    with pytest.raises(ConfigError, match="must look like key.path=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_missing_and_circular_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(CONFIGS) for p in CONFIGS.rglob("*.yaml") if "_base_" not in p.parts))
+def test_shipped_configs_load(path):
+    cfg = load_config(CONFIGS / path)
+    assert isinstance(cfg, Config)
+    assert cfg.model.num_classes in (19, 150)
+
+
+def test_model_config_accepts_sections_and_whole_configs():
+    assert model_config({"num_classes": 3}).num_classes == 3
+    assert model_config({"model": {"num_classes": 4}}).num_classes == 4
+    assert model_config(Config()).num_classes == 19
