@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -103,6 +104,9 @@ class SegDataset(Dataset):
                 f"label file {path} contains value(s) {bad.tolist()[:10]} ({int(counts[bad].sum())} pixels) "
                 f"outside the {self.name} label set; expected {self.label_description()}"
             )
+        if raw.dtype == np.uint8:  # 256-entry table: cv2.LUT is several times faster than fancy indexing
+            table = np.where(lut[:256] < 0, IGNORE, lut[:256]).astype(np.uint8)
+            return cv2.LUT(raw, table)
         return lut[raw].astype(np.uint8)
 
     def label_description(self) -> str:

@@ -168,11 +168,11 @@ def photometric_distortion(
 
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """(H, W, 3) RGB on the 0-255 scale -> float32 tensor (3, H, W), ``(x - mean) / std``."""
-    img = image.astype(np.float32, copy=False)
-    m = np.asarray(mean, dtype=np.float32)
-    s = np.asarray(std, dtype=np.float32)
-    out = (img - m) / s
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    out = np.empty((3, *image.shape[:2]), np.float32)
+    for c in range(3):  # per channel: writes straight into the (3, H, W) layout, no transpose copy
+        np.subtract(image[..., c], np.float32(mean[c]), out=out[c], dtype=np.float32)
+        out[c] *= np.float32(1.0 / std[c])
+    return torch.from_numpy(out)
 
 
 def pad_to(
