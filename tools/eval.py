@@ -55,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
     from spxseg.engine.export import PredictionWriter
     from spxseg.engine.inference import check_eval_config, evaluate
-    from spxseg.engine.predictor import load_checkpoint, load_model_weights
-    from spxseg.models import build_model
+    from spxseg.engine.predictor import build_model_for_weights, load_checkpoint, load_model_weights
 
     try:
         check_eval_config(cfg.eval)
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                                   num_workers=cfg.data.num_workers if args.num_workers is None else args.num_workers,
                                   pin_memory=dist_info.device.type == "cuda")
         ckpt = load_checkpoint(ckpt_path)
-        model = build_model(cfg.model)
+        model = build_model_for_weights(cfg.model)
         load_model_weights(model, ckpt, ckpt_path)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -57,17 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg.engine.export import compare_onnx, export_onnx
-    from spxseg.engine.predictor import class_info, load_checkpoint, load_model_weights
+    from spxseg.engine.predictor import build_model_for_weights, class_info, load_checkpoint, load_model_weights
     from spxseg.models import build_model
 
-    model = build_model(cfg.model).eval()
     if args.checkpoint:
+        model = build_model_for_weights(cfg.model).eval()
         try:
             load_model_weights(model, load_checkpoint(args.checkpoint), args.checkpoint)
         except (ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:
+        model = build_model(cfg.model).eval()
         print("WARNING: no --checkpoint given: exporting a model with RANDOM weights", file=sys.stderr)
     names, _ = class_info(cfg)
     metadata = {

@@ -96,18 +96,23 @@ class SegDataset(Dataset):
     def map_label(self, raw: np.ndarray, path: Path | str, lut: np.ndarray) -> np.ndarray:
         """Map raw label values through ``lut``; a value the table marks invalid raises
         :class:`LabelValueError` naming the file and the value(s)."""
-        counts = np.bincount(raw.ravel(), minlength=256)
-        present = np.flatnonzero(counts)
-        bad = present[lut[present] < 0]
-        if bad.size:
-            raise LabelValueError(
-                f"label file {path} contains value(s) {bad.tolist()[:10]} ({int(counts[bad].sum())} pixels) "
-                f"outside the {self.name} label set; expected {self.label_description()}"
-            )
-        if raw.dtype == np.uint8:  # 256-entry table: cv2.LUT is several times faster than fancy indexing
-            table = np.where(lut[:256] < 0, IGNORE, lut[:256]).astype(np.uint8)
-            return cv2.LUT(raw, table)
+        if raw.dtype == np.uint8:  # 256-entry tables: cv2.LUT is far faster than bincount / fancy indexing
+            lut8 = lut[:256]
+            invalid = (lut8 < 0).astype(np.uint8)
+            if invalid.any() and cv2.countNonZero(cv2.LUT(raw, invalid)):
+                self._raise_bad_values(raw, lut, path)
+            return cv2.LUT(raw, np.where(invalid, IGNORE, lut8).astype(np.uint8))
+        if np.any(lut[raw] < 0):
+            self._raise_bad_values(raw, lut, path)
         return lut[raw].astype(np.uint8)
+
+    def _raise_bad_values(self, raw: np.ndarray, lut: np.ndarray, path: Path | str) -> None:
+        values, counts = np.unique(raw, return_counts=True)
+        bad = lut[values] < 0
+        raise LabelValueError(
+            f"label file {path} contains value(s) {values[bad].tolist()[:10]} ({int(counts[bad].sum())} "
+            f"pixels) outside the {self.name} label set; expected {self.label_description()}"
+        )
 
     def label_description(self) -> str:
         return f"train ids 0..{self.num_classes - 1} or 255 (ignore)"

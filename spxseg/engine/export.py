@@ -12,6 +12,8 @@ The Cityscapes files hold official *label ids* (``road`` = 7, ...), one folder p
 after the input image, which is what ``cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling``
 and the benchmark server expect: point ``CITYSCAPES_RESULTS`` at ``DIR/cityscapes_label_ids``
 (not at ``DIR``: the other folders hold files with the same names and would be found twice).
+Note: cityscapesscripts 2.3.0's script calls ``np.in1d``, which numpy 2.4 removed; with numpy >= 2.4
+alias it first (``np.in1d = np.isin``, see tests/tools/test_eval_demo.py) or use numpy < 2.4.
 
 :func:`export_onnx` writes the model as ONNX for a fixed input size and :func:`compare_onnx` checks
 an onnxruntime run against PyTorch.

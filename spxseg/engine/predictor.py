@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spxseg.config import Config, ConfigError, from_dict, to_dict
+from spxseg.config import Config, ConfigError, ModelConfig, from_dict, to_dict
 from spxseg.engine.inference import autocast_context, predict_batch, predict_probs
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
@@ -71,6 +72,15 @@ def load_model_weights(model: nn.Module, ckpt: dict, path: str | Path = "checkpo
             f"weights in {path} do not fit the model built from the config (different backbone, "
             f"channels or number of classes?); use the training config.{hint}\n{err}"
         ) from None
+
+
+def build_model_for_weights(model_cfg: ModelConfig) -> nn.Module:
+    """The model of ``model_cfg`` without its backbone initialisation (no ImageNet download, no
+    ``backbone.checkpoint`` file needed): for loading a full checkpoint over it."""
+    cfg = copy.deepcopy(model_cfg)
+    cfg.backbone.pretrained = False
+    cfg.backbone.checkpoint = None
+    return build_model(cfg)
 
 
 def class_info(cfg: Config, num_classes: int | None = None) -> tuple[list[str], list[Color]]:
@@ -127,7 +137,7 @@ class Segmenter:
         """Build the model from the config stored in the checkpoint (or ``cfg``) and load its weights."""
         ckpt = load_checkpoint(path)
         cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path)
-        model = build_model(cfg.model)
+        model = build_model_for_weights(cfg.model)
         load_model_weights(model, ckpt, path)
         return cls(model, cfg, device=device, amp=amp)
 
@@ -135,10 +145,11 @@ class Segmenter:
     def from_config(cls, cfg: Config, checkpoint: str | Path | None = None,
                     device: torch.device | str | None = None, amp: str = "none") -> Segmenter:
         """Model from ``cfg``; weights from ``checkpoint`` when given, else random (warns)."""
-        model = build_model(cfg.model)
         if checkpoint is not None:
+            model = build_model_for_weights(cfg.model)
             load_model_weights(model, load_checkpoint(checkpoint), checkpoint)
         else:
+            model = build_model(cfg.model)
             warnings.warn("Segmenter built without a checkpoint: the model has RANDOM weights", stacklevel=2)
         return cls(model, cfg, device=device, amp=amp)
 

@@ -333,10 +333,22 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
             return event
         return time.perf_counter()
 
+    def pre_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: Any) -> None:
+            marks[name] = [stamp()]
+
+        return hook
+
+    def post_hook(name: str) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            marks[name].append(stamp())
+
+        return hook
+
     for name in STAGES:
         module = getattr(model, name)
-        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: marks.setdefault(name, [stamp()])))
-        handles.append(module.register_forward_hook(lambda m, a, o, name=name: marks[name].append(stamp())))
+        handles.append(module.register_forward_pre_hook(pre_hook(name)))
+        handles.append(module.register_forward_hook(post_hook(name)))
 
     def elapsed(start: Any, end: Any) -> float:
         return start.elapsed_time(end) if cuda else (end - start) * 1e3

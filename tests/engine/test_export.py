@@ -142,9 +142,9 @@ def test_agrees_with_cityscapesscripts(tmp_path) -> None:
     pytest.importorskip("cityscapesscripts")
     if not REAL_FRAME.is_dir():
         pytest.skip(f"fixture {REAL_FRAME} not found")
+    from spxseg.config import DataConfig
     from spxseg.data import CityscapesDataset, TestPipeline
     from spxseg.data.cityscapes import CLASS_NAMES, PALETTE
-    from spxseg.config import DataConfig
 
     root = make_cityscapes_root(tmp_path / "cityscapes")
     dataset = CityscapesDataset(root, "val", TestPipeline(DataConfig()))

@@ -216,3 +216,13 @@ def test_segmenter_errors(tmp_path, checkpoint) -> None:
     seg = Segmenter.from_checkpoint(checkpoint, device="cpu")
     with pytest.raises(ValueError, match="expected an image"):
         seg.predict(np.zeros((4, 5, 6, 7), np.uint8))
+
+
+def test_segmenter_ignores_backbone_init_of_stored_config(tmp_path, checkpoint) -> None:
+    """A checkpoint trained from ImageNet / a local backbone file loads offline, without that file."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt["config"]["model"]["backbone"].update(pretrained=True, checkpoint=str(tmp_path / "gone" / "resnet18.pth"))
+    torch.save(ckpt, tmp_path / "moved.pth")
+    seg = Segmenter.from_checkpoint(tmp_path / "moved.pth", device="cpu")
+    assert seg.cfg.model.backbone.pretrained  # the stored config is kept as it was
+    assert seg.predict(np.zeros((40, 40, 3), np.uint8)).shape == (40, 40)

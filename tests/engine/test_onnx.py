@@ -32,12 +32,14 @@ def test_torch_export_succeeds() -> None:
     x = torch.randn(1, 3, 64, 96)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(ExportWrapper(model), (x,))
-    probs, labels, superpixels = program.module()(x)
+        program = torch.export.export(model, (x,))  # the bare model, SegOutput and all
+    out = program.module()(x)
     with torch.no_grad():
         ref = model(x)
-    torch.testing.assert_close(probs, ref.probs, rtol=0, atol=1e-5)
-    assert torch.equal(superpixels, ref.superpixels) and labels.shape == (1, 64, 96)
+    for name in ("probs", "sp_logits", "assoc"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), rtol=0, atol=1e-5)
+    assert torch.equal(out.superpixels, ref.superpixels)
+    assert [o.shape for o in ExportWrapper(model)(x)] == [(1, 19, 64, 96), (1, 64, 96), (1, 64, 96)]
 
 
 def test_export_onnx_rejects_old_opset(tmp_path) -> None:

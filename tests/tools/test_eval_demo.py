@@ -48,6 +48,26 @@ def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
+def _diverse_random_model(model: torch.nn.Module, image_path: Path) -> torch.nn.Module:
+    """Random weights, with the classifier re-drawn on whitened superpixel tokens of one image, so that the
+    predictions spread over many classes (a plain random init predicts one class everywhere)."""
+    from spxseg.data.io import read_image
+
+    img = torch.from_numpy(read_image(image_path)).float()
+    x = ((img - torch.tensor([123.675, 116.28, 103.53])) / torch.tensor([58.395, 57.12, 57.375])).permute(2, 0, 1)
+    tokens: list[torch.Tensor] = []
+    hook = model.classifier.register_forward_hook(lambda mod, inp, out: tokens.append(inp[0].detach()))
+    model.eval()
+    with torch.no_grad():
+        model(x[None])
+        hook.remove()
+        t = tokens[0].reshape(-1, tokens[0].shape[-1])
+        weight = torch.randn_like(model.classifier.weight) / (t.std(0) + 1e-6) * 3
+        model.classifier.weight.copy_(weight)
+        model.classifier.bias.copy_(-(weight @ t.mean(0)))
+    return model
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
     """Cityscapes-layout val set (3 synthetic scenes + the real frame, labelIds + instanceIds), config, checkpoint."""
@@ -74,9 +94,7 @@ def setup(tmp_path_factory) -> dict:
 
     cfg = from_dict(Config, cfg_dict)
     ckpt = tmp / "tiny.pth"
-    model = build_model(cfg.model)
-    with torch.no_grad():  # random weights, but sharper superpixel logits: many classes get predicted
-        model.classifier.weight.mul_(300.0)
+    model = _diverse_random_model(build_model(cfg.model), sorted(root.glob("leftImg8bit/val/*/*.png"))[0])
     torch.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": 123}, ckpt)
     return {"tmp": tmp, "root": root, "config": str(config), "ckpt": str(ckpt), "has_real": has_real}
 
