@@ -193,15 +193,15 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     """Draw one scene: RGB uint8 (H, W, 3) and Cityscapes label ids uint8 (H, W)."""
     s = _Scene(h, w, rng)
     xs, ys = s.xs, s.ys
-    yh = rng.uniform(0.36, 0.52) * h  # horizon row
-    xv = rng.uniform(0.3, 0.7) * w  # vanishing point column
+    yh = rng.uniform(0.38, 0.5) * h  # horizon row
+    xv = rng.uniform(0.35, 0.65) * w  # vanishing point column
     below = ys > yh + 0.5
     dy = np.maximum(ys - yh, 1e-3)
     gz = h / dy  # ground depth
     gq = (xs - xv) / dy  # ground lateral position
 
     # -------------------------------------------------------------- sky
-    mode = rng.choice(["blue", "overcast", "dusk"], p=[0.45, 0.4, 0.15])
+    mode = rng.choice(["blue", "overcast", "dusk"], p=[0.55, 0.33, 0.12])
     if mode == "blue":
         top, bot = s.jitter((70, 120, 200), 20), s.jitter((165, 195, 225), 15)
     elif mode == "overcast":
@@ -248,7 +248,7 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
     # -------------------------------------------------------------- ground: road + sidewalks
     tex_fine = s.noise(1.5, 2)
-    road_col = s.grey(55, 150)
+    road_col = s.grey(50, 135)
     if rng.random() < 0.15:
         road_col = road_col * np.float32([1.08, 1.0, 0.9])
     road = below & (gq >= q_l) & (gq <= q_r)
@@ -274,7 +274,7 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     for side, (qa, qb) in (("l", (qf_l - 50.0, q_l)), ("r", (q_r, qf_r + 50.0))):
         sw = below & (gq >= qa) & (gq < qb)
         if rng.random() < 0.75:
-            col = s.grey(80, 195)
+            col = s.grey(95, 200)
         else:
             col = s.paint_name(["beige", "red", "brown", "silver"], 20)
         tile = rng.uniform(0.25, 0.45)
@@ -300,7 +300,7 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
             top = rng.uniform(1.5, 4.0) + 1.0 * v.noise(w / 10, 2) + 0.3 * v.noise(3, 1)
             v.fill(
                 valid & (hgt <= top),
-                v.paint_name(["green", "olive", "green", "brown", "orange"], 25),
+                v.paint_name(["green", "olive", "green", "green", "orange"], 25),
                 VEGETATION,
                 v.noise(2, 3),
                 0.45,
@@ -314,7 +314,7 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         seg = np.clip(
             np.searchsorted(np.asarray(bounds), np.where(valid, fz, 0.0), side="right") - 1, 0, n - 1
         )
-        bh = rng.uniform(1.2, 5.5, n) * (rng.random(n) > 0.15)  # 15%: a gap in the row
+        bh = rng.uniform(1.0, 4.5, n) * (rng.random(n) > 0.25)  # 25%: a gap in the row
         cols_ = np.stack([_facade_colour(v) for _ in range(n)])
         wcol = np.stack(
             [
@@ -349,7 +349,7 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     objs: list[tuple[float, str, float]] = []
     for _ in range(int(rng.integers(1, 6))):
         objs.append((rng.uniform(z_min, 9.0), "car", rng.uniform(q_l + 0.45, q_r - 0.45)))
-    for _ in range(int(rng.integers(1, 7))):
+    for _ in range(int(rng.integers(2, 8))):
         if rng.random() < 0.85:
             q = (
                 rng.uniform(qf_l + 0.2, q_l - 0.15)
@@ -358,11 +358,11 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
             )
         else:
             q = rng.uniform(q_l, q_r)
-        objs.append((rng.uniform(z_min, 7.0), "person", q))
+        objs.append((rng.uniform(z_min, 5.5), "person", q))
     for side in (-1, 1):
-        for _ in range(int(rng.integers(1, 4))):
+        for _ in range(int(rng.integers(2, 4))):
             q = (q_l - rng.uniform(0.1, 0.3)) if side < 0 else (q_r + rng.uniform(0.1, 0.3))
-            objs.append((rng.uniform(z_min, 10.0), "pole", q))
+            objs.append((rng.uniform(z_min, 8.0), "pole", q))
         for _ in range(int(rng.integers(0, 3))):
             q = (qf_l + rng.uniform(0.3, sw_l * 0.7)) if side < 0 else (qf_r - rng.uniform(0.3, sw_r * 0.7))
             objs.append((rng.uniform(z_min + 0.5, 14.0), "tree", q))
@@ -374,25 +374,25 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 
     # -------------------------------------------------------------- camera: light, cast, noise
     img = s.img
-    img *= rng.uniform(0.7, 1.25)
+    img *= rng.uniform(0.75, 1.2)
     img *= rng.uniform(0.88, 1.12, 3).astype(np.float32)
-    gamma = rng.uniform(0.8, 1.25)
+    gamma = rng.uniform(0.85, 1.18)
     img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** gamma
     vign = 1.0 - rng.uniform(0.0, 0.25) * (((xs - w / 2) / w) ** 2 + ((ys - h / 2) / h) ** 2)
     img *= vign[..., None]
     if rng.random() < 0.5:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 0.8))
-    img += rng.normal(0, rng.uniform(1.0, 5.0), img.shape).astype(np.float32)
+    img += rng.normal(0, rng.uniform(1.0, 4.0), img.shape).astype(np.float32)
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), s.lab
 
 
 def _facade_colour(s: _Scene) -> np.ndarray:
     r = s.rng.random()
-    if r < 0.45:
+    if r < 0.5:
         return s.grey(60, 200)
-    if r < 0.8:
+    if r < 0.9:
         return s.paint_name(["beige", "brown", "red", "white", "orange", "yellow"], 20)
-    return s.paint_name(["blue", "teal", "green", "olive", "silver", "navy"], 20)
+    return s.paint_name(["blue", "teal", "olive", "silver", "navy"], 20)
 
 
 def _car(s: _Scene, x0: float, y0: float, ppu: float) -> None:
@@ -463,7 +463,7 @@ def _car(s: _Scene, x0: float, y0: float, ppu: float) -> None:
 def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     rng = s.rng
     ph = rng.uniform(0.95, 1.2) * ppu
-    pw = max(5.0, rng.uniform(0.26, 0.34) * ph)
+    pw = max(6.0, s.h / 16, rng.uniform(0.3, 0.4) * ph)
     s = s.crop(x0 - 1.2 * pw - 2, y0 - ph - 2, x0 + 1.2 * pw + 2, y0 + 1)
     if s is None:
         return
@@ -539,14 +539,14 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
 def _pole(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     rng = s.rng
     height = rng.uniform(2.2, 3.4) * ppu
-    pw = max(3.0, s.h / 32, rng.uniform(0.07, 0.1) * ppu)  # >= 4 px at H = 128
-    size = max(8.0, s.h / 12, rng.uniform(0.38, 0.55) * ppu)  # sign size
+    pw = max(3.0, s.h / 16, rng.uniform(0.14, 0.2) * ppu)  # >= 8 px at H = 128
+    size = max(8.0, s.h / 7, rng.uniform(0.6, 0.8) * ppu)  # sign size, >= 18 px at H = 128
     s = s.crop(x0 - size - 2, y0 - height - 1, x0 + size + 2, y0 + 1)
     if s is None:
         return
     col = s.grey(60, 170) if rng.random() < 0.7 else s.paint_name(["green", "black", "navy", "silver"])
     s.fill(s.rect_mask(x0 - pw / 2, y0 - height, x0 + pw / 2, y0), col, POLE, s.noise(3, 1), 0.1)
-    if rng.random() < 0.75:
+    if rng.random() < 0.85:
         n = 1 if rng.random() < 0.7 else 2
         cy = y0 - height + size / 2 + rng.uniform(0, 0.3) * ppu
         for _ in range(n):
@@ -606,7 +606,7 @@ def _tree(s: _Scene, x0: float, y0: float, ppu: float) -> None:
             rad * rng.uniform(0.5, 0.85),
         )
     ragged = s.noise(max(1.5, rad / 5), 1) > -0.5
-    col = s.paint_name(["green", "olive", "green", "green", "orange", "brown", "yellow"], 25)
+    col = s.paint_name(["green", "olive", "green", "green", "green", "orange", "yellow"], 25)
     s.fill(canopy & ragged, col, VEGETATION, s.noise(max(1.5, rad / 8), 2), 0.45)
 
 

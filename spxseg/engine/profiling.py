@@ -5,9 +5,9 @@ from here, so that every figure is measured the same way:
 
 * **timing** (:func:`time_callable`): warm-up calls, then one wall-clock sample per call. CPU:
   ``time.perf_counter`` around the call. CUDA: a pair of CUDA events around each call, read after a
-  final synchronisation (GPU time of the call, launch gaps included). Reported: median, p90, min,
-  mean; FPS = batch / median. Several models are timed in interleaved rounds on the CPU, so that a
-  change in machine load hits all of them alike.
+  final synchronisation (GPU time of the call, launch gaps included), with ``cudnn.benchmark`` on.
+  Reported: median, p90, min, mean; FPS = batch / median. Several models are timed in interleaved
+  rounds on the CPU, so that a change in machine load hits all of them alike.
 * **peak memory** (CUDA only): ``torch.cuda.max_memory_allocated`` while the model is on the GPU
   alone, minus what was allocated before it was moved there (weights + activations + workspaces).
 * **parameters**, and **FLOPs** from :class:`torch.utils.flop_counter.FlopCounterMode` over one
@@ -479,6 +479,8 @@ def profile_models(
     """
     device = settings.torch_device
     cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels (all models alike)
     h, w = size
     end_to_end = images is not None
     if end_to_end and batch != 1:
@@ -524,7 +526,8 @@ def profile_models(
         run()
         torch.cuda.synchronize(device)
         compile_s = time.perf_counter() - t0 if settings.compile else None
-        timing = time_callable(run, device, iters, warmup)
+        # end-to-end calls end with a device-to-host copy (a synchronisation): wall-clock time is their latency
+        timing = time_callable(run, "cpu" if end_to_end else device, iters, warmup)
         peak = cuda_peak_memory_mib(run, device, base)
         rows[name] = _row(name, module, size, batch, settings, flop_count, peak, compile_s, end_to_end)
         _fill_timing(rows[name], timing, batch)

@@ -61,8 +61,13 @@ class PixelDecoder(nn.Module):
         bias = bn.bias - bn.running_mean * scale
         if last.bias is not None:
             bias = bias + last.bias * scale
-        x = F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), last.stride, last.padding, last.dilation, last.groups)
-        return act(x)
+        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        if last.kernel_size == (1, 1) and last.groups == 1 and x.is_contiguous(memory_format=torch.channels_last):
+            # a pointwise conv on NHWC pixels is one GEMM over the pixel rows (PyTorch may pick a slow conv here)
+            b, c, h, w = x.shape
+            rows = F.linear(x.permute(0, 2, 3, 1).reshape(b, h * w, c), weight.flatten(1), bias)
+            return act(rows.view(b, h, w, -1).permute(0, 3, 1, 2))
+        return act(F.conv2d(x, weight, bias, last.stride, last.padding, last.dilation, last.groups))
 
 
 def _project_add(x: Tensor, weight: Tensor, acc: Tensor) -> Tensor:

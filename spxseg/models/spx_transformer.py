@@ -65,7 +65,8 @@ class SuperpixelSegmenter(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters split for the optimiser: backbone / head, and no-decay (norms, biases)."""
-        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("backbone", "backbone_no_decay", "head", "head_no_decay")}
+        names = ("backbone", "backbone_no_decay", "head", "head_no_decay")
+        groups: dict[str, list[nn.Parameter]] = {k: [] for k in names}
         for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
@@ -93,14 +94,15 @@ class SuperpixelSegmenter(nn.Module):
         valid = self._valid_cells(height, width, h, w, images).expand(b, -1, -1, -1, -1) if pad_h or pad_w else None
         sp, assoc, pix = self.tokenizer(pix, valid)  # assoc (B, Gh, Gw, 9, n)
         coords = self._pixel_coords(height, width, h, w, images)
-        centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords)  # (B, Gh, Gw, 2)
+        # assoc is float32 (float64 for float64 models); keep what is pooled or projected through it in
+        # that precision even under autocast: bf16 centroids are off by pixels, bf16 probabilities do not sum to 1
+        with torch.autocast(images.device.type, enabled=False):
+            centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords.to(assoc.dtype))
         tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)
         sp_logits = self.classifier(tokens).view(b, gh, gw, -1)  # (B, Gh, Gw, K)
-
-        # the projection in float32 even under autocast: probabilities must sum to 1 exactly
         with torch.autocast(images.device.type, enabled=False):
-            sp_probs = sp_logits.float().softmax(-1)
-            probs = ops.project_cells(assoc.float(), ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
+            sp_probs = sp_logits.to(assoc.dtype).softmax(-1)
+            probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
         probs = _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)  # (B, K, h, w), channels-last in memory
         # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
         probs = F.interpolate(probs, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -9,6 +9,8 @@ channels-last (B, Gh, Gw, C).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -64,17 +66,74 @@ class SuperpixelTokenizer(nn.Module):
         self.final_key = nn.Linear(channels, channels)
         self.final_key_norm = nn.LayerNorm(channels)
 
-    def _pixel_query(self, pix: Tensor) -> tuple[Tensor, Tensor]:
-        """Raw pixel query (B, Gh, Gw, n, C) and the query normalised per head, same shape and layout.
+    def _pixel_query(self, pix: Tensor) -> PixelQuery:
+        """The pixel query ``Wq F + b`` in the form the associations need, without normalising it.
 
-        Heads stay interleaved in the channel axis (head h = channels ``h*d:(h+1)*d``): the logits are
-        computed against block-diagonal keys (:func:`_block_diagonal`), so the pixel-sized query is never
-        transposed into a head-major copy.
+        ``LN(q)·k = rstd·<q - mean, gamma*k> + <beta, k>``: the norms' statistics and affine parameters
+        move to per-pixel scalars and to the (few) superpixel keys, so the pixel-sized normalised queries
+        (per head for the iterations, over all channels for the final association) are never written.
+        The per-head mean is removed exactly by centring the projection's rows (a weight-side
+        operation), which keeps the dot products free of cancellation in bf16. The channels-first copy
+        makes every association GEMM read the pixels in order (several times faster on CPU than a
+        transposed read), and gives each head a contiguous (d, n) block.
         """
-        c = self.channels
-        raw = F.linear(pix, self.pix_qv.weight[:c], self.pix_qv.bias[:c])
-        heads = self.query_norm(raw.unflatten(-1, (self.heads, c // self.heads))).flatten(-2)
-        return raw, heads
+        c, heads = self.channels, self.heads
+        d = c // heads
+        weight = self.pix_qv.weight[:c].view(heads, d, c)
+        bias = self.pix_qv.bias[:c].view(heads, d)
+        w_mean, b_mean = weight.mean(1), bias.mean(1)  # per-head mean of the query, as a projection
+        centred = F.linear(pix, (weight - w_mean.unsqueeze(1)).reshape(c, c), (bias - b_mean.unsqueeze(1)).reshape(c))
+        acc = _acc_dtype(centred)
+        var = torch.linalg.vector_norm(centred.unflatten(-1, (heads, d)), dim=-1, dtype=acc).square() / d
+        mean = F.linear(pix, w_mean, b_mean)  # (B, Gh, Gw, n, heads)
+        return PixelQuery(
+            centred.transpose(-1, -2).contiguous(), mean.transpose(-1, -2).to(acc), var.transpose(-1, -2)
+        )
+
+    def _head_assoc(self, query: PixelQuery, sp: Tensor, it: TokenizerIteration, grid_valid: Tensor) -> Tensor:
+        """Multi-head association of every pixel with its 9 neighbours: (B, Gh, Gw, heads, 9, n), float32.
+
+        ``softmax_j(<LN_h(q_p), LN(Wk S)_{n_j(p), h}> / sqrt(d))`` per head h, from :meth:`_pixel_query`.
+        """
+        b, gh, gw, c = sp.shape
+        heads, d = self.heads, c // self.heads
+        n = query.centred.shape[-1]
+        key = it.key_norm(it.key(sp).unflatten(-1, (heads, d)))  # (B, Gh, Gw, heads, d)
+        scale = d**-0.5
+        scaled = (key * (self.query_norm.weight * scale)).flatten(-2)  # gamma * k / sqrt(d)
+        offset = (key * self.query_norm.bias).sum(-1) * scale  # <beta, k> / sqrt(d), (B, Gh, Gw, heads)
+        nb = ops.gather_neighbors(torch.cat([scaled, offset.to(scaled.dtype)], -1))  # (B, Gh, Gw, 9, C + heads)
+        nb_key = nb[..., :c].unflatten(-1, (heads, d)).transpose(3, 4)  # (B, Gh, Gw, heads, 9, d)
+        # outside the grid: -inf on the offset masks the neighbour (no pass over the pixel-sized logits)
+        acc = query.var.dtype
+        nb_offset = nb[..., c:].to(acc).masked_fill(~grid_valid.unsqueeze(-1), float("-inf"))
+        dots = nb_key @ query.centred.view(b, gh, gw, heads, d, n)  # (B, Gh, Gw, heads, 9, n)
+        rstd = torch.rsqrt(query.var + self.query_norm.eps).unsqueeze(4)  # (B, Gh, Gw, heads, 1, n)
+        logits = torch.addcmul(nb_offset.transpose(3, 4).unsqueeze(-1), dots.to(acc), rstd)
+        # softmax over the 9 neighbours in float32: bf16 logits lose the small differences that matter
+        return logits.softmax(4)
+
+    def _final_assoc(self, query: PixelQuery, sp: Tensor, grid_valid: Tensor) -> Tensor:
+        """Single-head association over all C channels, ``LN`` over C of the same query: (B, Gh, Gw, 9, n)."""
+        c, heads = self.channels, self.heads
+        d = c // heads
+        norm = self.final_query_norm
+        key = self.final_key_norm(self.final_key(sp))  # (B, Gh, Gw, C)
+        g = key * (norm.weight * c**-0.5)
+        head_sums = g.unflatten(-1, (heads, d)).sum(-1)  # (B, Gh, Gw, heads)
+        offset = (key * norm.bias).sum(-1, keepdim=True) * c**-0.5
+        nb = ops.gather_neighbors(torch.cat([g, head_sums, offset], -1))  # (B, Gh, Gw, 9, C + heads + 1)
+        acc = query.var.dtype
+        nb_g, nb_sums = nb[..., :c], nb[..., c : c + heads].to(acc)
+        nb_offset = nb[..., c + heads :].to(acc).masked_fill(~grid_valid.unsqueeze(-1), float("-inf"))
+        # q = centred + mean_h per head; with mu the mean over all C and delta_h = mean_h - mu:
+        # q - mu = centred + delta_h, var = mean_h(var_h + delta_h^2), <q - mu, g> = <centred, g> + sum_h delta_h G_h
+        delta = query.mean - query.mean.mean(3, keepdim=True)  # (B, Gh, Gw, heads, n)
+        rstd = torch.rsqrt((query.var + delta.square()).mean(3, keepdim=True) + norm.eps)  # (B, Gh, Gw, 1, n)
+        dots = (nb_g @ query.centred).to(acc)  # (B, Gh, Gw, 9, n)
+        for h in range(heads):
+            dots = torch.addcmul(dots, nb_sums[..., h : h + 1], delta[:, :, :, h : h + 1])
+        return torch.addcmul(nb_offset, dots, rstd).softmax(-2)
 
     def _pooled_values(self, assoc: Tensor, pix: Tensor, valid: Tensor | None, eps: float = 1e-6) -> Tensor:
         """Per-head association-weighted mean of the pixel values ``Wv F``: (B, Gh, Gw, heads, d).
@@ -84,20 +143,24 @@ class SuperpixelTokenizer(nn.Module):
         projecting the (few) superpixels afterwards never materialises the pixel-sized values.
 
         Args:
-            assoc: (B, Gh, Gw, heads, 9, n).
+            assoc: (B, Gh, Gw, heads, 9, n), float32.
             pix: (B, Gh, Gw, n, C).
             valid: (B, Gh, Gw, 1, 1, n) or None when there is no padding.
         """
-        c, heads = self.channels, self.heads
+        b, gh, gw, heads, _, n = assoc.shape
+        c = self.channels
         d = c // heads
         if valid is not None:
             assoc = assoc * valid
-        total, mass = ops.pooled_sums(assoc, pix)  # (B, Gh, Gw, heads, C), (B, Gh, Gw, heads, 1)
+        # (heads * 9, n) @ (n, C) per cell: what each cell sends each neighbour, for every head at once
+        sent = (assoc.flatten(3, 4).to(pix.dtype) @ pix).view(b, gh, gw, heads, 9, c)
+        total = ops.fold_neighbors(sent.transpose(3, 4))  # (B, Gh, Gw, heads, C)
+        mass = ops.fold_neighbors(assoc.sum(-1).transpose(3, 4)).unsqueeze(-1)  # (B, Gh, Gw, heads, 1), float32
         weight = self.pix_qv.weight[c:].view(heads, d, c)
         bias = self.pix_qv.bias[c:].view(heads, d)
-        total = torch.einsum("bxyhc,hdc->bxyhd", total.to(weight.dtype), weight)
-        # the division in float32: bf16 masses are too coarse to normalise with
-        return ((total.float() + bias.float() * mass.float()) / (mass.float() + eps)).to(total.dtype)
+        values = torch.einsum("bxyhc,hdc->bxyhd", total, weight.to(total.dtype))
+        # normalise in float32: bf16 masses are too coarse
+        return ((values.to(mass.dtype) + bias.to(mass.dtype) * mass) / (mass + eps)).to(values.dtype)
 
     def forward(self, pix: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Run the tokenizer.
@@ -106,12 +169,12 @@ class SuperpixelTokenizer(nn.Module):
             pix: (B, Gh, Gw, n, C) pixel features in cell layout.
             valid: (B, Gh, Gw, 1, n) 1 for image pixels, 0 for padding; None when nothing is padded.
         Returns:
-            superpixels (B, Gh, Gw, C); the final association, neighbour-major (B, Gh, Gw, 9, n)
-            (padding pixels still have a distribution: mask them before pooling); and the pixel
+            superpixels (B, Gh, Gw, C); the final association, neighbour-major (B, Gh, Gw, 9, n),
+            float32 (padding pixels still have a distribution: mask them before pooling); and the pixel
             features (B, Gh, Gw, n, C), updated when ``dual_path``.
         """
         b, gh, gw, n, c = pix.shape
-        heads, d = self.heads, c // self.heads
+        heads = self.heads
         grid_valid = ops.neighbor_valid(gh, gw, pix.device)
         # initial superpixels: mean of the image pixels of each cell
         if valid is None:
@@ -119,15 +182,11 @@ class SuperpixelTokenizer(nn.Module):
         else:
             sp = (valid.to(pix.dtype) @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
         valid_heads = None if valid is None else valid.unsqueeze(3)  # (B, Gh, Gw, 1, 1, n)
-        raw_query, query = self._pixel_query(pix)
+        query = self._pixel_query(pix)
         for i, it in enumerate(self.iterations):
             if self.dual_path and i > 0:
-                raw_query, query = self._pixel_query(pix)
-            key = it.key_norm(it.key(sp).unflatten(-1, (heads, d))).flatten(-2)  # (B, Gh, Gw, C)
-            key = _block_diagonal(ops.gather_neighbors(key * d**-0.5), heads)  # (B, Gh, Gw, heads, 9, C)
-            logits = ops.neighbor_logits_cells(query, key, grid_valid)  # (B, Gh, Gw, heads, 9, n)
-            # softmax in float32: bf16/fp16 logits lose the small differences that matter here
-            assoc = logits.float().softmax(-2)
+                query = self._pixel_query(pix)
+            assoc = self._head_assoc(query, sp, it, grid_valid)  # (B, Gh, Gw, heads, 9, n)
             sp = sp + it.out(self._pooled_values(assoc, pix, valid_heads).flatten(3).to(sp.dtype))
             sp = sp + it.ffn(it.ffn_norm(sp))
             if self.dual_path:
@@ -136,18 +195,32 @@ class SuperpixelTokenizer(nn.Module):
                 back = ops.project_cells(assoc.flatten(3, 4).to(sp_value.dtype), sp_value)  # (B, Gh, Gw, n, C)
                 pix = pix + it.pix_out(back)
         if self.dual_path:
-            raw_query, _ = self._pixel_query(pix)
-        final_query = self.final_query_norm(raw_query)
-        final_key = ops.gather_neighbors(self.final_key_norm(self.final_key(sp)) * c**-0.5)
-        logits = ops.neighbor_logits_cells(final_query, final_key, grid_valid)
-        assoc = logits.float().softmax(-2)
-        return sp, assoc, pix
+            query = self._pixel_query(pix)
+        return sp, self._final_assoc(query, sp, grid_valid), pix
+
+
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    """float32, or float64 for float64 inputs: the precision of norms, softmaxes and masses."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+class PixelQuery(NamedTuple):
+    """The pixel query of :meth:`SuperpixelTokenizer._pixel_query`, for images in cell layout.
+
+    centred: (B, Gh, Gw, C, n) query minus its per-head mean, channels first.
+    mean: (B, Gh, Gw, heads, n) per-head mean of the query, float32 (float64 for float64 inputs).
+    var: (B, Gh, Gw, heads, n) per-head (biased) variance of the query, same dtype.
+    """
+
+    centred: Tensor
+    mean: Tensor
+    var: Tensor
 
 
 def _block_diagonal(neighbors: Tensor, heads: int) -> Tensor:
     """(B, Gh, Gw, 9, C) -> (B, Gh, Gw, heads, 9, C): row (h, j) keeps head h's channels of neighbour j.
 
-    The other heads' channels are zero, so one matmul of these rows with the pixels (n, C) gives every
+    The other heads' channels are zero, so one matmul of these rows with the pixels (C, n) gives every
     head's dot products, and one matmul of an association (n, heads*9) with them gives every head's
     values in the interleaved (n, C) layout. Costs ``heads`` times the FLOPs of the per-head products,
     on superpixel-sized operands, and saves transposing pixel-sized tensors into head-major copies.

@@ -1,0 +1,132 @@
+"""The model's fast inference paths against straightforward references (float64).
+
+The tokenizer never materialises the normalised pixel queries (norm statistics move to per-pixel
+scalars, affine parameters to the keys), pools the pixel features before the value projection, and
+reads the pixels channels-first; the pixel decoder folds its BatchNorm into the conv in eval mode and
+accumulates the projections with GEMMs; the model resizes probabilities channels-last. Each must give
+what the plain formulation of DESIGN §1 gives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spxseg import build_model
+from spxseg.models import superpixel_ops as ops
+from spxseg.models.pixel_decoder import PixelDecoder
+from spxseg.models.tokenizer import SuperpixelTokenizer
+
+
+def reference_tokenizer(tok: SuperpixelTokenizer, pix: torch.Tensor, valid: torch.Tensor):
+    """DESIGN §1.3 as written: explicit per-head LN(Wq F), LN(Wk S), softmax, pool(A, Wv F), FFN."""
+    b, gh, gw, n, c = pix.shape
+    heads, d = tok.heads, c // tok.heads
+    grid_valid = ops.neighbor_valid(gh, gw)
+    sp = (valid @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
+
+    def query_value(pix):
+        q, v = tok.pix_qv(pix).chunk(2, -1)
+        split = (b, gh, gw, n, heads, d)
+        return q, tok.query_norm(q.reshape(split)).transpose(3, 4), v.reshape(split).transpose(3, 4)
+
+    raw, q, v = query_value(pix)
+    for i, it in enumerate(tok.iterations):
+        if tok.dual_path and i > 0:
+            raw, q, v = query_value(pix)
+        key = it.key_norm(it.key(sp).view(b, gh, gw, heads, d))
+        key_nb = ops.gather_neighbors(key.flatten(3)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
+        logits = ops.neighbor_logits_cells(q, key_nb, grid_valid)  # (B, Gh, Gw, heads, 9, n)
+        assoc = (logits / math.sqrt(d)).softmax(-2)
+        sp = sp + it.out(ops.pool_cells(assoc * valid.unsqueeze(3), v).flatten(3))
+        sp = sp + it.ffn(it.ffn_norm(sp))
+        if tok.dual_path:
+            sp_value = ops.gather_neighbors(it.sp_value(sp)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
+            back = ops.project_cells(assoc, sp_value)  # (B, Gh, Gw, heads, n, d)
+            pix = pix + it.pix_out(back.transpose(3, 4).reshape(b, gh, gw, n, c))
+    if tok.dual_path:
+        raw = tok.pix_qv(pix)[..., :c]
+    final_key = ops.gather_neighbors(tok.final_key_norm(tok.final_key(sp)))
+    logits = ops.neighbor_logits_cells(tok.final_query_norm(raw), final_key, grid_valid)
+    return sp, (logits / math.sqrt(c)).softmax(-2), pix
+
+
+@pytest.mark.parametrize(
+    "heads, dual_path, padded", [(2, False, False), (2, False, True), (4, True, True), (1, False, False)]
+)
+def test_tokenizer_matches_reference(heads, dual_path, padded):
+    torch.manual_seed(0)
+    tok = SuperpixelTokenizer(32, iters=2, heads=heads, dual_path=dual_path).double()
+    for module in tok.modules():  # non-trivial norm parameters, so the affine folding is exercised
+        if isinstance(module, torch.nn.LayerNorm):
+            torch.nn.init.normal_(module.weight, 1.0, 0.3)
+            torch.nn.init.normal_(module.bias, 0.0, 0.3)
+    pix = torch.randn(2, 3, 4, 9, 32, dtype=torch.float64) * 2 + 0.5  # non-zero means, like real features
+    valid = torch.ones(2, 3, 4, 1, 9, dtype=torch.float64)
+    if padded:
+        valid[:, -1, :, :, 3:] = 0
+    sp, assoc, out_pix = tok(pix, valid if padded else None)
+    ref_sp, ref_assoc, ref_pix = reference_tokenizer(tok, pix, valid)
+    torch.testing.assert_close(sp, ref_sp)
+    torch.testing.assert_close(assoc.double(), ref_assoc)
+    torch.testing.assert_close(out_pix, ref_pix)
+
+
+@pytest.mark.parametrize("fuse_conv", ["separable", "full"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pixel_decoder_matches_plain_convs(fuse_conv, channels_last):
+    torch.manual_seed(0)
+    dec = PixelDecoder([8, 16, 24], 12, fuse_conv).double()
+    bn = dec.fuse[-2]
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    torch.nn.init.normal_(bn.weight)
+    torch.nn.init.normal_(bn.bias)
+    feats = [torch.randn(2, c, s, 2 * s, dtype=torch.float64) for c, s in ((8, 16), (16, 8), (24, 4))]
+    if channels_last:
+        feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+    dec.eval()
+    out = dec(feats, (16, 32))
+    # the plain formulation: conv, upsample, sum, then the Sequential of conv(s), BN (eval), ReLU
+    ref = dec.lateral[-1](feats[-1])
+    for proj, feat in zip(dec.lateral[-2::-1], feats[-2::-1]):
+        ref = proj(feat) + F.interpolate(ref, size=feat.shape[-2:], mode="bilinear", align_corners=False)
+    ref = dec.fuse(ref)
+    torch.testing.assert_close(out, ref)
+    dec.train()  # training runs the BatchNorm as a module (batch statistics)
+    torch.testing.assert_close(dec(feats, (16, 32)).shape, ref.shape)
+
+
+def test_fold_neighbors_matches_padded_shifts():
+    contrib = torch.randn(2, 3, 5, 9, 4, 6, dtype=torch.float64)
+    expected = torch.zeros(2, 3, 5, 4, 6, dtype=torch.float64)
+    for j, (dy, dx) in enumerate(ops.OFFSETS):
+        for y in range(3):
+            for x in range(5):
+                if 0 <= y - dy < 3 and 0 <= x - dx < 5:
+                    expected[:, y, x] += contrib[:, y - dy, x - dx, j]
+    torch.testing.assert_close(ops.fold_neighbors(contrib), expected)
+    # any strides, e.g. the neighbour axis moved next to the grid as a view
+    torch.testing.assert_close(ops.fold_neighbors(contrib.movedim(3, -1).movedim(-1, 3)), expected)
+
+
+def test_model_outputs_are_consistent_in_eval():
+    """probs (resized channels-last) == bilinear resize of project(assoc, softmax(Z)); hard ids == argmax."""
+    torch.manual_seed(0)
+    model = build_model({"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
+                         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}})
+    model.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        out = model(x)
+    small = ops.project(out.assoc, out.sp_logits.float().softmax(1))
+    torch.testing.assert_close(out.probs, F.interpolate(small, size=(64, 96), mode="bilinear", align_corners=False))
+    gh, gw = out.sp_logits.shape[-2:]
+    j = out.assoc.argmax(1)  # (B, h, w)
+    ys = torch.arange(out.assoc.shape[-2]).view(-1, 1) // 4
+    xs = torch.arange(out.assoc.shape[-1]).view(1, -1) // 4
+    ids = (ys + j // 3 - 1) * gw + xs + j % 3 - 1
+    torch.testing.assert_close(out.superpixels, ids.repeat_interleave(4, 1).repeat_interleave(4, 2))

@@ -1,0 +1,104 @@
+"""tools/profile_latency.py: runs on the CPU at a small size, writes the documented JSON, clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from spxseg.engine import profiling as prof
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(os.environ.get("SPXSEG_FIXTURES", REPO.parent / "shared" / "fixtures"))
+TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
+        "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
+KEYS = {"model", "device", "dtype", "size", "batch", "median_ms", "p90_ms", "fps", "params_M", "gflops", "peak_mem_MiB"}
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("tool_profile_latency", REPO / "tools" / "profile_latency.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tool():
+    return _load_tool()
+
+
+@pytest.fixture()
+def config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    data = {"model": TINY, "data": {"dataset": "cityscapes", "root": str(FIXTURES / "cityscapes_mini")}}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_cpu_run_writes_json_rows(tool, config, tmp_path, capsys):
+    out = tmp_path / "latency.json"
+    threads = torch.get_num_threads()
+    rc = tool.main(["--config", str(config), "--size", "64", "128", "--device", "cpu", "--baselines",
+                    "lraspp_mobilenet_v3_large", "--warmup", "1", "--iters", "2", "--rounds", "1", "--json", str(out)])
+    torch.set_num_threads(threads)
+    assert rc == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["spx_resnet18", "lraspp_mobilenet_v3_large"]
+    for row in rows:
+        assert KEYS <= row.keys()
+        assert row["device"] == "cpu" and row["dtype"] == "fp32" and row["size"] == [64, 128] and row["batch"] == 1
+        assert 0 < row["median_ms"] <= row["p90_ms"] and row["fps"] > 0
+        assert row["params_M"] > 0 and row["gflops"] > 0
+        assert row["peak_mem_MiB"] is None  # CUDA only
+        assert row["threads"] >= 1 and row["mode"] == "model"
+    stages = rows[0]["stages_ms"]
+    assert set(stages) == {"backbone", "pixel_decoder", "tokenizer", "transformer", "head", "total"}
+    assert all(v > 0 for k, v in stages.items() if k != "head")
+    printed = capsys.readouterr().out
+    assert "spx_resnet18" in printed and "lraspp_mobilenet_v3_large" in printed and "per stage" in printed
+
+
+def test_bf16_autocast_and_backbone_baseline(tool, config, tmp_path):
+    out = tmp_path / "bf16.json"
+    rc = tool.main(["--config", str(config), "--size", "64", "96", "--dtype", "bf16", "--baselines", "backbone",
+                    "--warmup", "0", "--iters", "1", "--no-breakdown", "--no-flops", "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["spx_resnet18", "backbone"]
+    assert all(r["dtype"] == "bf16" and r["gflops"] is None for r in rows)
+
+
+@pytest.mark.skipif(not (FIXTURES / "cityscapes_mini").is_dir(), reason="shared fixtures not available")
+def test_end_to_end_mode_on_real_images(tool, config, tmp_path, capsys):
+    out = tmp_path / "e2e.json"
+    rc = tool.main(["--config", str(config), "--size", "64", "128", "--dataset", "val", "--baselines", "none",
+                    "--warmup", "0", "--iters", "2", "--no-flops", "--json", str(out)])
+    assert rc == 0
+    (row,) = json.loads(out.read_text())
+    assert row["mode"] == "end-to-end" and row["median_ms"] > 0
+    assert "inside the timer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dtype", "fp16"], "fp16 is not supported on the CPU"),
+    (["--baselines", "nope"], "unknown baseline"),
+    (["--cuda-graphs"], "CUDA graphs need --device cuda"),
+])
+def test_clear_errors(tool, config, capsys, args, message):
+    rc = tool.main(["--config", str(config), "--size", "64", "64", *args])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+def test_timing_helpers():
+    timing = prof.time_callable(lambda: None, "cpu", iters=5, warmup=1)
+    assert len(timing.samples_ms) == 5 and timing.min_ms <= timing.median_ms <= timing.p90_ms
+    timings = prof.time_interleaved({"a": lambda: None, "b": lambda: None}, "cpu", iters=4, rounds=2)
+    assert [len(t.samples_ms) for t in timings.values()] == [4, 4]
+    lin = torch.nn.Linear(8, 4)
+    assert prof.count_flops(lambda: lin(torch.randn(3, 8))) == 2 * 3 * 8 * 4
