@@ -471,7 +471,8 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
         s.paint_name(CLOTHES, 20),
         s.paint_name(["navy", "black", "grey", "beige", "blue", "brown"]),
     )
-    tex = s.noise(max(1.5, ph / 12), 1)
+    # cloth noise plus cylindrical shading across the body
+    tex = 0.4 * s.noise(max(1.5, ph / 12), 1) + np.clip(0.5 - ((s.xs - x0) / (0.6 * pw)) ** 2, -0.5, 0.5)
     stride = rng.uniform(0.0, 0.25) * pw
     lw = max(2.0, 0.36 * pw)
     hip = y0 - 0.48 * ph
@@ -482,7 +483,7 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
         leg_col,
         PERSON,
         tex,
-        0.1,
+        0.3,
     )
     s.fill(
         s.poly_mask(
@@ -491,7 +492,7 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
         leg_col,
         PERSON,
         tex,
-        0.1,
+        0.3,
     )
     sh_y = y0 - 0.82 * ph
     torso = s.poly_mask(
@@ -502,7 +503,7 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
             (x0 - 0.45 * pw, hip + 0.04 * ph),
         ]
     )
-    s.fill(torso, top_col, PERSON, tex, 0.12)
+    s.fill(torso, top_col, PERSON, tex, 0.3)
     aw = max(1.5, 0.18 * pw)
     for sgn in (-1, 1):
         xa = x0 + sgn * pw / 2
@@ -545,7 +546,9 @@ def _pole(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     if s is None:
         return
     col = s.grey(60, 170) if rng.random() < 0.7 else s.paint_name(["green", "black", "navy", "silver"])
-    s.fill(s.rect_mask(x0 - pw / 2, y0 - height, x0 + pw / 2, y0), col, POLE, s.noise(3, 1), 0.1)
+    # cylindrical shading: bright core, dark rims
+    shade = np.clip(0.5 - ((s.xs - x0) / (pw / 2)) ** 2, -0.5, 0.5) + 0.15 * s.noise(3, 1)
+    s.fill(s.rect_mask(x0 - pw / 2, y0 - height, x0 + pw / 2, y0), col, POLE, shade, 0.5)
     if rng.random() < 0.85:
         n = 1 if rng.random() < 0.7 else 2
         cy = y0 - height + size / 2 + rng.uniform(0, 0.3) * ppu
