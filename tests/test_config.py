@@ -63,7 +63,10 @@ def test_missing_and_circular_files(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("path", sorted(p.relative_to(CONFIGS) for p in CONFIGS.rglob("*.yaml") if "_base_" not in p.parts))
+SHIPPED = sorted(p.relative_to(CONFIGS) for p in CONFIGS.rglob("*.yaml") if "_base_" not in p.parts)
+
+
+@pytest.mark.parametrize("path", SHIPPED)
 def test_shipped_configs_load(path):
     cfg = load_config(CONFIGS / path)
     assert isinstance(cfg, Config)

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="shortcut for --opts train.seed=N")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in batch jobs)")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=3e-4")
+    parser.add_argument(
+        "--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.lr=3e-4"
+    )
     args = parser.parse_args(argv)
 
     overrides = list(args.opts)

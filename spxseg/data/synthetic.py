@@ -5,14 +5,20 @@ tiled sidewalks) seen from a camera at unit height, facades in perspective on bo
 (windows grid, brick noise) or a wall of vegetation, frontal buildings at the end of the
 street, sky (gradient, clouds), and objects standing on the ground at several depths:
 cars (rear / front view: body, cabin, windows, wheels, lights), people (head, torso,
-arms, legs), trees (trunk + noisy canopy), poles (>= 3 px wide) with traffic signs.
+arms, legs, shaded), trees (trunk + textured canopy), shaded poles with traffic signs.
 Global lighting, colour casts, cast shadows and sensor noise are applied on top.
 
 Colour does not identify the class: all classes draw their colours from overlapping
 distributions (grey road / sidewalk / facade / car / pole / overcast sky, green cars and
-facades vs vegetation, clothing from the car palette, ...), so a per-pixel colour
-classifier stays weak (``benchmarks/synthetic_difficulty.py``) while shape, texture and
-layout make the scenes learnable.
+clothing vs vegetation, clothing and signs from the car palette, ...), so a per-pixel
+colour classifier stays weak (``benchmarks/synthetic_difficulty.py``) while shape, texture
+and layout make the scenes learnable.
+
+Sizes are chosen for a quick CPU run at 128x256 with 16-px superpixels: objects are large
+relative to the image (poles >= H/12 wide, signs >= H/6, people >= H/12 wide and about
+H/4 or more tall), label boundaries are smooth (texture lives in the image, not in the
+label), and the scene layout (sky on top, road converging to a vanishing point, facades
+on the sides) is learnable from context.
 
 Ground geometry: a pixel (x, y) below the horizon ``yh`` has depth ``Z = H / (y - yh)`` and
 lateral position ``q = (x - xv) / (y - yh)`` (in camera heights); an object at (q, Z) of
@@ -297,7 +303,7 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
         hgt = 1.0 + (yh - v.ys) * np.minimum(fz, 1e6) / h  # height above ground on the facade plane
         valid = (fz <= z_end) & (hgt >= 0)
         if rng.random() < 0.22:  # park: a wall of trees
-            top = rng.uniform(1.5, 4.0) + 1.0 * v.noise(w / 10, 2) + 0.3 * v.noise(3, 1)
+            top = rng.uniform(1.5, 4.0) + 0.6 * v.noise(w / 6, 1)  # smooth canopy line
             v.fill(
                 valid & (hgt <= top),
                 v.paint_name(["green", "olive", "green", "green", "orange"], 25),
@@ -347,9 +353,9 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     # -------------------------------------------------------------- objects, far to near
     z_min = h / (h - yh) * 1.08
     objs: list[tuple[float, str, float]] = []
+    for _ in range(int(rng.integers(1, 5))):
+        objs.append((rng.uniform(z_min, 7.0), "car", rng.uniform(q_l + 0.45, q_r - 0.45)))
     for _ in range(int(rng.integers(1, 6))):
-        objs.append((rng.uniform(z_min, 9.0), "car", rng.uniform(q_l + 0.45, q_r - 0.45)))
-    for _ in range(int(rng.integers(2, 8))):
         if rng.random() < 0.85:
             q = (
                 rng.uniform(qf_l + 0.2, q_l - 0.15)
@@ -358,11 +364,11 @@ def _render(h: int, w: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
             )
         else:
             q = rng.uniform(q_l, q_r)
-        objs.append((rng.uniform(z_min, 5.5), "person", q))
+        objs.append((rng.uniform(z_min, 4.5), "person", q))
     for side in (-1, 1):
-        for _ in range(int(rng.integers(2, 4))):
+        for _ in range(int(rng.integers(1, 4))):
             q = (q_l - rng.uniform(0.1, 0.3)) if side < 0 else (q_r + rng.uniform(0.1, 0.3))
-            objs.append((rng.uniform(z_min, 8.0), "pole", q))
+            objs.append((rng.uniform(z_min, 6.5), "pole", q))
         for _ in range(int(rng.integers(0, 3))):
             q = (qf_l + rng.uniform(0.3, sw_l * 0.7)) if side < 0 else (qf_r - rng.uniform(0.3, sw_r * 0.7))
             objs.append((rng.uniform(z_min + 0.5, 14.0), "tree", q))
@@ -463,7 +469,7 @@ def _car(s: _Scene, x0: float, y0: float, ppu: float) -> None:
 def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     rng = s.rng
     ph = rng.uniform(0.95, 1.2) * ppu
-    pw = max(6.0, s.h / 16, rng.uniform(0.3, 0.4) * ph)
+    pw = max(6.0, s.h / 12, rng.uniform(0.35, 0.45) * ph)
     s = s.crop(x0 - 1.2 * pw - 2, y0 - ph - 2, x0 + 1.2 * pw + 2, y0 + 1)
     if s is None:
         return
@@ -540,8 +546,8 @@ def _person(s: _Scene, x0: float, y0: float, ppu: float) -> None:
 def _pole(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     rng = s.rng
     height = rng.uniform(2.2, 3.4) * ppu
-    pw = max(3.0, s.h / 16, rng.uniform(0.14, 0.2) * ppu)  # >= 8 px at H = 128
-    size = max(8.0, s.h / 7, rng.uniform(0.6, 0.8) * ppu)  # sign size, >= 18 px at H = 128
+    pw = max(3.0, s.h / 12, rng.uniform(0.15, 0.22) * ppu)  # >= 10 px at H = 128
+    size = max(8.0, s.h / 6, rng.uniform(0.7, 0.9) * ppu)  # sign size, >= 21 px at H = 128
     s = s.crop(x0 - size - 2, y0 - height - 1, x0 + size + 2, y0 + 1)
     if s is None:
         return
@@ -587,7 +593,7 @@ def _sign(s: _Scene, cx: float, cy: float, size: float) -> None:
 def _tree(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     rng = s.rng
     trunk_h = rng.uniform(0.9, 1.6) * ppu
-    tw = max(3.0, rng.uniform(0.08, 0.14) * ppu)
+    tw = max(3.0, s.h / 16, rng.uniform(0.12, 0.18) * ppu)
     rad = rng.uniform(0.6, 1.1) * ppu
     s = s.crop(x0 - 1.4 * rad, y0 - trunk_h - 2.3 * rad, x0 + 1.4 * rad, y0 + 1)
     if s is None:
@@ -601,16 +607,15 @@ def _tree(s: _Scene, x0: float, y0: float, ppu: float) -> None:
     )
     cy = y0 - trunk_h - rad * 0.7
     canopy = np.zeros((s.h, s.w), bool)
-    for _ in range(int(rng.integers(3, 7))):
+    for _ in range(int(rng.integers(2, 5))):
         canopy |= s.ellipse_mask(
             x0 + rng.uniform(-0.5, 0.5) * rad,
             cy + rng.uniform(-0.5, 0.4) * rad,
             rad * rng.uniform(0.5, 0.85),
             rad * rng.uniform(0.5, 0.85),
         )
-    ragged = s.noise(max(1.5, rad / 5), 1) > -0.5
     col = s.paint_name(["green", "olive", "green", "green", "green", "orange", "yellow"], 25)
-    s.fill(canopy & ragged, col, VEGETATION, s.noise(max(1.5, rad / 8), 2), 0.45)
+    s.fill(canopy, col, VEGETATION, s.noise(max(1.5, rad / 8), 2), 0.45)
 
 
 def render_scene(size: Sequence[int], seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         ("head", cfg.lr, cfg.weight_decay),
         ("head_no_decay", cfg.lr, 0.0),
     ]
-    param_groups = [{"params": groups[name], "lr": lr, "weight_decay": wd, "name": name} for name, lr, wd in spec if groups[name]]
+    param_groups = [
+        {"params": groups[name], "lr": lr, "weight_decay": wd, "name": name} for name, lr, wd in spec if groups[name]
+    ]
     return torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

@@ -8,8 +8,9 @@ from here, so that every figure is measured the same way:
   final synchronisation (GPU time of the call, launch gaps included), with ``cudnn.benchmark`` on.
   Reported: median, p90, min, mean; FPS = batch / median. Several models are timed in interleaved
   rounds on the CPU, so that a change in machine load hits all of them alike.
-* **peak memory** (CUDA only): ``torch.cuda.max_memory_allocated`` while the model is on the GPU
-  alone, minus what was allocated before it was moved there (weights + activations + workspaces).
+* **peak memory** (CUDA only): ``torch.cuda.max_memory_allocated`` from the model's first call to its
+  last timed call, alone on the GPU, minus what was allocated before it was moved there (weights,
+  activations, workspaces, CUDA-graph pools; compile-time allocations included).
 * **parameters**, and **FLOPs** from :class:`torch.utils.flop_counter.FlopCounterMode` over one
   forward (2 FLOPs per multiply-add; matmuls, convolutions and attention only).
 * **per-stage breakdown** of our model (backbone, pixel decoder, tokenizer, global transformer, and
@@ -300,15 +301,6 @@ def make_runner(model: nn.Module, x: Tensor, settings: RunSettings) -> Callable[
     return run
 
 
-def cuda_peak_memory_mib(fn: Callable[[], Any], device: torch.device, base_bytes: int) -> float:
-    """Peak CUDA memory (MiB) allocated during ``fn()`` above ``base_bytes``."""
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - base_bytes) / 2**20
-
-
 # --------------------------------------------------------------------------- stage breakdown
 
 
@@ -521,6 +513,10 @@ def profile_models(
         base = torch.cuda.memory_allocated(device)
         module = prepare(module, settings)
         flop_count = _flops(module, x, settings) if flops else None
+        # peak over the model's whole stay on the GPU after FLOP counting: CUDA-graph pools are allocated
+        # while recording (first calls), not during replays, so a peak taken around a replay misses them
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
         run = runner_for(module)
         run()
@@ -528,7 +524,8 @@ def profile_models(
         compile_s = time.perf_counter() - t0 if settings.compile else None
         # end-to-end calls end with a device-to-host copy (a synchronisation): wall-clock time is their latency
         timing = time_callable(run, "cpu" if end_to_end else device, iters, warmup)
-        peak = cuda_peak_memory_mib(run, device, base)
+        torch.cuda.synchronize(device)
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
         rows[name] = _row(name, module, size, batch, settings, flop_count, peak, compile_s, end_to_end)
         _fill_timing(rows[name], timing, batch)
         log(f"  {name}: {rows[name].median_ms:.2f} ms" + (f" (compile {compile_s:.1f} s)" if compile_s else ""))

@@ -57,7 +57,9 @@ def segmentation_loss(
         stride: the model's pixel stride s.
     """
     if labels.shape[-2:] != out.probs.shape[-2:]:
-        raise ValueError(f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.probs.shape[-2:])} differ in size")
+        raise ValueError(
+            f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.probs.shape[-2:])} differ in size"
+        )
     # contiguous: nll_loss's backward rejects channels-last-like layouts
     log_probs = out.probs.float().clamp_min(1e-8).log().contiguous()
     pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index)

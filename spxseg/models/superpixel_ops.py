@@ -69,10 +69,19 @@ def fold_neighbors(contrib: Tensor) -> Tensor:
     """Send per-cell contributions to their neighbours and sum: (B, Gh, Gw, 9, *) -> (B, Gh, Gw, *).
 
     Superpixel (y, x) receives ``contrib[y - dy, x - dx, j]`` for every neighbour offset j;
-    contributions towards cells outside the grid fall off the border. Starts from the centre
-    contributions and adds the 8 others in place into shifted windows (no padded copy); any strides.
+    contributions towards cells outside the grid fall off the border. Any strides.
+
+    Eager: the centre contributions plus 8 in-place adds into shifted windows (no padded copy; 3x faster
+    on CPU). Compiled: one pad and 9 shifted views, which the compiler fuses into a single kernel.
     """
     gh, gw = contrib.shape[1:3]
+    if torch.compiler.is_compiling():
+        padded = F.pad(contrib, (0, 0) * (contrib.dim() - 3) + (1, 1, 1, 1))  # (B, Gh + 2, Gw + 2, 9, *)
+        out = None
+        for j, (dy, dx) in enumerate(OFFSETS):
+            shifted = padded[:, 1 - dy : 1 - dy + gh, 1 - dx : 1 - dx + gw, j]
+            out = shifted if out is None else out + shifted
+        return out
     out = contrib[:, :, :, 4].clone()
     for j, (dy, dx) in enumerate(OFFSETS):
         if j == 4:

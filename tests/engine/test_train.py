@@ -94,7 +94,10 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
 
 
 def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
-    _stop_at(monkeypatch, 13, lambda loss: type(loss)(*(t * float("nan") for t in (loss.total, loss.pixel, loss.superpixel))))
+    def poison(loss):
+        return type(loss)(*(t * float("nan") for t in (loss.total, loss.pixel, loss.superpixel)))
+
+    _stop_at(monkeypatch, 13, poison)
     with pytest.raises(trainer.TrainingStopped, match="NaN/inf before iteration 15.*latest.pth"):
         trainer.train(load_config(tiny_config), tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / "checkpoints/latest.pth")

@@ -130,3 +130,9 @@ def test_model_outputs_are_consistent_in_eval():
     xs = torch.arange(out.assoc.shape[-1]).view(1, -1) // 4
     ids = (ys + j // 3 - 1) * gw + xs + j % 3 - 1
     torch.testing.assert_close(out.superpixels, ids.repeat_interleave(4, 1).repeat_interleave(4, 2))
+
+
+def test_fold_neighbors_compiled_path_matches_eager():
+    contrib = torch.randn(2, 3, 5, 9, 4, 6)
+    compiled = torch.compile(ops.fold_neighbors, backend="eager", fullgraph=True)  # traces the compile branch
+    torch.testing.assert_close(compiled(contrib), ops.fold_neighbors(contrib))
