@@ -26,11 +26,11 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from spxseg.data import io
 from spxseg.engine.visualize import Color, colorize
 
 # Official cityscapesScripts labels.py: train id -> label id for the 19 evaluated classes
@@ -69,13 +69,7 @@ def write_png(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
     """Write a (H, W) uint8 map or an (H, W, 3) image (RGB when ``rgb``) as PNG, creating folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = np.ascontiguousarray(array)
-    if array.ndim == 3 and rgb:
-        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", array)
-    if not ok:
-        raise OSError(f"cannot encode {path} as PNG")
-    buf.tofile(str(path))
+    io.write_png(path, np.ascontiguousarray(array), rgb=rgb)
     return path
 
 
