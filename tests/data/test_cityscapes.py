@@ -193,8 +193,14 @@ def test_colour_label_is_rejected(tmp_path: Path) -> None:
 
 def test_split_folder_names_from_config(tmp_path: Path) -> None:
     make_cityscapes(tmp_path, "train_extra", n=2, size=(32, 64))
-    cfg = {"dataset": "cityscapes", "root": str(tmp_path), "train_split": "train_extra", "crop_size": [16, 32],
-           "base_size": [32, 64], "scale_range": [1.0, 1.0]}
+    cfg = {
+        "dataset": "cityscapes",
+        "root": str(tmp_path),
+        "train_split": "train_extra",
+        "crop_size": [16, 32],
+        "base_size": [32, 64],
+        "scale_range": [1.0, 1.0],
+    }
     for split in ("train", "train_extra"):  # by role or by folder name: the training pipeline
         ds = build_dataset(cfg, split)
         assert len(ds) == 2 and ds[0]["label"].shape == (16, 32)

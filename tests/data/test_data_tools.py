@@ -18,9 +18,17 @@ def test_dataset_info_generates_and_reports(tmp_path: Path) -> None:
         "  synthetic: {generate: true, train: 3, val: 2, size: [48, 96], seed: 0}\n"
     )
     res = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "dataset_info.py"), "--config", str(cfg), "--opts",
-         "data.synthetic.seed=1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "tools" / "dataset_info.py"),
+            "--config",
+            str(cfg),
+            "--opts",
+            "data.synthetic.seed=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     out = res.stdout
@@ -37,6 +45,10 @@ def test_dataset_info_generates_and_reports(tmp_path: Path) -> None:
 def test_dataset_info_missing_root(tmp_path: Path) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"data: {{dataset: cityscapes, root: {tmp_path / 'nothing'}}}\n")
-    res = subprocess.run([sys.executable, str(REPO / "tools" / "dataset_info.py"), "--config", str(cfg)],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "dataset_info.py"), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1 and "unavailable" in res.stdout and "leftImg8bit" in res.stdout
