@@ -22,6 +22,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -110,12 +111,15 @@ class EpochRandomSampler(Sampler[int]):
 
 
 def _worker_init(worker_id: int) -> None:
-    """Seed numpy / random from the worker's torch seed (itself base seed + worker id)."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
+    """Seed numpy / random from the worker's torch seed (itself base seed + worker id), and keep
+    OpenCV single-threaded inside workers (the workers are the parallelism; nested OpenCV
+    threads only oversubscribe the cores)."""
     import random
 
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
     random.seed(seed)
+    cv2.setNumThreads(1)
 
 
 def _dist_initialized() -> bool:

@@ -672,7 +672,7 @@ def generate_synthetic(
 
 def ensure_synthetic(data_cfg) -> bool:
     """Generate the synthetic set into ``data_cfg.root`` if ``data_cfg.synthetic.generate`` is
-    true and the root does not exist. Returns True when it generated.
+    true and the root does not exist (or is an empty folder). Returns True when it generated.
 
     Generation writes to a temporary sibling folder that is renamed into place at the end,
     so an interrupted run never leaves a half-written set at ``root``. Concurrent callers
@@ -683,8 +683,8 @@ def ensure_synthetic(data_cfg) -> bool:
     cfg = data_config(data_cfg)
     syn = cfg.synthetic
     root = Path(cfg.root)
-    if not syn.generate or root.exists():
-        return False
+    if not syn.generate or (root.exists() and not (root.is_dir() and not any(root.iterdir()))):
+        return False  # not asked for, or already there (an empty folder counts as missing)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if tmp.exists():

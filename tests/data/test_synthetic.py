@@ -64,6 +64,10 @@ def test_build_dataset_generates_when_missing(tmp_path: Path) -> None:
     assert ensure_synthetic(cfg) is False  # exists: nothing regenerated
     assert files(root) == before
     assert len(build_dataset(cfg, "val")) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ensure_synthetic(dict(cfg, root=str(empty))) is True  # an empty folder counts as missing
+    assert (empty / MARKER).is_file()
 
 
 def test_make_synthetic_cli(tmp_path: Path, capsys) -> None:
