@@ -26,7 +26,7 @@ from spxseg.config import Config, save_config, to_dict
 from spxseg.data import build_dataloader, build_dataset
 from spxseg.engine import distributed as du
 from spxseg.engine.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
-from spxseg.engine.evaluator import SegEvaluator, format_table
+from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
 from spxseg.engine.inference import autocast_context, evaluate
 from spxseg.engine.optim import build_optimizer, build_scheduler
 from spxseg.models import build_model, segmentation_loss
@@ -177,7 +177,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
 
     def log(record: dict) -> None:
         if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
+            log_file.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
             log_file.flush()
         if tb is not None:
             for key, value in record.items():
@@ -293,7 +293,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
         print(format_table(metrics))
         summary = {**metrics, "iteration": iteration, "work_dir": str(work_dir),
                    "checkpoint": str(ckpts.latest)}
-        (work_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+        (work_dir / "metrics.json").write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
         if log_file is not None:
             log_file.close()
         if tb is not None:

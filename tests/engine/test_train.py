@@ -41,6 +41,10 @@ def tiny_config(tmp_path_factory):
     return path
 
 
+def _reject_nan(constant: str):
+    raise AssertionError(f"{constant} is not valid JSON")
+
+
 def _weights(path: Path) -> dict:
     return load_checkpoint(path)["model"]
 
@@ -85,9 +89,9 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
     out = tmp_path / "straight"
     for name in ("metrics.json", "metrics.jsonl", "config.yaml", "checkpoints/latest.pth", "checkpoints/best.pth"):
         assert (out / name).is_file(), name
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=_reject_nan)  # strict JSON
     assert {"mIoU", "mAcc", "aAcc", "per_class"} <= metrics.keys()
-    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line, parse_constant=_reject_nan) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
     assert load_config(out / "config.yaml").train.max_iters == 20
     assert sorted(p.name for p in (out / "checkpoints").glob("iter_*.pth")) == ["iter_0000020.pth"]  # keep 1
