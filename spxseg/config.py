@@ -314,6 +314,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"{where}{err}") from None
 
 
+def load_tool_config(path: str | Path, overrides: list[str] | None = None,
+                     checkpoint: str | Path | None = None) -> Config:
+    """:func:`load_config` for the command-line tools: also check that the ``--checkpoint`` a tool was
+    given (when it was) is a file, so every tool reports both mistakes the same way, as a ConfigError."""
+    cfg = load_config(path, overrides)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint not found: {checkpoint}")
+    return cfg
+
+
 def model_config(cfg: Any) -> ModelConfig:
     """Accept a :class:`ModelConfig`, a whole :class:`Config`, or a (partial) dict of either."""
     if isinstance(cfg, ModelConfig):

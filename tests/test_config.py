@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from spxseg.config import Config, ConfigError, load_config, model_config
+from spxseg.config import Config, ConfigError, load_config, load_tool_config, model_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -61,6 +61,15 @@ def test_missing_and_circular_files(tmp_path):
     write(tmp_path / "b.yaml", "_base_: a.yaml\n")
     with pytest.raises(ConfigError, match="circular"):
         load_config(tmp_path / "a.yaml")
+
+
+def test_tool_config_checks_the_checkpoint(tmp_path):
+    write(tmp_path / "c.yaml", "train: {max_iters: 7}\n")
+    assert load_tool_config(tmp_path / "c.yaml", ["train.lr=0.5"]).train.lr == 0.5
+    with pytest.raises(ConfigError, match="checkpoint not found: .*missing.pth"):
+        load_tool_config(tmp_path / "c.yaml", None, tmp_path / "missing.pth")
+    (tmp_path / "ok.pth").write_bytes(b"")
+    assert load_tool_config(tmp_path / "c.yaml", None, tmp_path / "ok.pth").train.max_iters == 7
 
 
 SHIPPED = sorted(p.relative_to(CONFIGS) for p in CONFIGS.rglob("*.yaml") if "_base_" not in p.parts)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spxseg.config import ConfigError, load_config  # noqa: E402
+from spxseg.config import ConfigError, load_tool_config  # noqa: E402
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -43,12 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        cfg = load_config(args.config, args.opts)
+        cfg = load_tool_config(args.config, args.opts, args.checkpoint)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.checkpoint and not Path(args.checkpoint).is_file():
-        print(f"error: checkpoint not found: {args.checkpoint}", file=sys.stderr)
         return 2
     try:
         images = find_images(Path(args.input))

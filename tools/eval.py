@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spxseg.config import ConfigError, load_config, to_dict  # noqa: E402
+from spxseg.config import ConfigError, load_tool_config, to_dict  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,14 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        cfg = load_config(args.config, args.opts)
+        cfg = load_tool_config(args.config, args.opts, args.checkpoint)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.is_file():
-        print(f"error: checkpoint not found: {ckpt_path}", file=sys.stderr)
-        return 2
 
     import torch
 

@@ -187,6 +187,9 @@ def test_clear_errors(setup, tmp_path, capsys) -> None:
     assert "eval.mode" in capsys.readouterr().err  # unknown key, closest valid one named
     assert demo_tool.main(["--config", setup["config"], "--input", str(tmp_path / "x.png"), "--out", "o"]) == 2
     assert "input not found" in capsys.readouterr().err
+    assert demo_tool.main(["--config", setup["config"], "--checkpoint", missing, "--input", str(STREET),
+                           "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
     assert onnx_tool.main(["--config", setup["config"], "--checkpoint", missing, "--size", "64", "64",
                            "--out", str(tmp_path / "m.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
