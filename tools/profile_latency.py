@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile every model")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode (default: reduce-overhead with --cuda-graphs, else default)")
+    parser.add_argument("--freeze", action="store_true",
+                        help="with --compile: inductor freezing (weights as constants, BN folded into convs, "
+                             "prepacked CPU conv weights); inference only")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="replay CUDA graphs (with --compile: mode reduce-overhead; else manual capture)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (per round on CPU)")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         settings = prof.RunSettings(args.device, args.dtype, args.channels_last, args.compile, args.cuda_graphs,
-                                    args.compile_mode)
+                                    args.compile_mode, args.freeze)
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

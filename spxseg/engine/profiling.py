@@ -64,6 +64,7 @@ class RunSettings:
     compile: bool = False
     cuda_graphs: bool = False
     compile_mode: str | None = None  # torch.compile mode; default: "reduce-overhead" with cuda_graphs
+    freeze: bool = False  # inductor freezing: weights become constants (BN folded into convs, prepacked)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -76,6 +77,11 @@ class RunSettings:
                              "use --dtype bf16 (autocast) or fp32")
         if self.cuda_graphs and dev.type != "cuda":
             raise ValueError("CUDA graphs need --device cuda")
+        if self.freeze and not self.compile:
+            raise ValueError("--freeze is a torch.compile option: add --compile")
+        if self.freeze and self.compile_mode not in (None, "default"):
+            raise ValueError(f"--freeze cannot be combined with --compile-mode {self.compile_mode} "
+                             "(torch.compile takes a mode or inductor options, not both)")
 
     @property
     def torch_device(self) -> torch.device:
@@ -90,7 +96,7 @@ class RunSettings:
     def describe(self) -> str:
         flags = [self.dtype if self.dtype == "fp32" else f"{self.dtype} autocast"]
         flags += [name for name, on in (("channels-last", self.channels_last), ("compiled", self.compile),
-                                        ("CUDA graphs", self.cuda_graphs)) if on]
+                                        ("frozen weights", self.freeze), ("CUDA graphs", self.cuda_graphs)) if on]
         return ", ".join(flags)
 
 
@@ -275,11 +281,15 @@ def prepare(model: nn.Module, settings: RunSettings) -> nn.Module:
 def make_runner(model: nn.Module, x: Tensor, settings: RunSettings) -> Callable[[], Any]:
     """A no-argument callable running ``model(x)`` under ``settings`` (autocast, compile, CUDA graphs).
 
-    Compiled: ``torch.compile`` (mode ``reduce-overhead``, i.e. CUDA graphs, with ``cuda_graphs``).
+    Compiled: ``torch.compile`` (mode ``reduce-overhead``, i.e. CUDA graphs, with ``cuda_graphs``);
+    with ``freeze``, inductor's freezing (parameters folded in as constants: inference only).
     CUDA graphs without compile: the eager forward captured once with :class:`torch.cuda.CUDAGraph`
     (static input) and replayed.
     """
-    if settings.compile:
+    if settings.compile and settings.freeze:
+        # inductor options instead of a mode: freezing, plus CUDA graphs as reduce-overhead would add
+        model = torch.compile(model, options={"freezing": True, "triton.cudagraphs": settings.cuda_graphs})
+    elif settings.compile:
         mode = settings.compile_mode or ("reduce-overhead" if settings.cuda_graphs else None)
         model = torch.compile(model, mode=mode)
 
@@ -437,6 +447,7 @@ class Row:
     threads: int = 0
     channels_last: bool = False
     compiled: bool = False
+    frozen: bool = False
     cuda_graphs: bool = False
     compile_s: float | None = None
     stages_ms: dict[str, float] | None = None
@@ -559,7 +570,7 @@ def _row(name: str, module: nn.Module, size: tuple[int, int], batch: int, settin
         gflops=None if flop_count is None else flop_count / 1e9, peak_mem_MiB=peak,
         mode="end-to-end" if end_to_end else "model", device_name=device_name(settings.torch_device),
         threads=torch.get_num_threads(), channels_last=settings.channels_last, compiled=settings.compile,
-        cuda_graphs=settings.cuda_graphs, compile_s=compile_s,
+        frozen=settings.freeze, cuda_graphs=settings.cuda_graphs, compile_s=compile_s,
     )
 
 
