@@ -88,6 +88,8 @@ def test_end_to_end_mode_on_real_images(tool, config, tmp_path, capsys):
     (["--dtype", "fp16"], "fp16 is not supported on the CPU"),
     (["--baselines", "nope"], "unknown baseline"),
     (["--cuda-graphs"], "CUDA graphs need --device cuda"),
+    (["--freeze"], "--freeze is a torch.compile option: add --compile"),
+    (["--compile", "--freeze", "--compile-mode", "max-autotune"], "cannot be combined with --compile-mode"),
 ])
 def test_clear_errors(tool, config, capsys, args, message):
     rc = tool.main(["--config", str(config), "--size", "64", "64", *args])
