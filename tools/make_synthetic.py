@@ -31,13 +31,11 @@ def main(argv: list[str] | None = None) -> None:
         help=f"image size (default {d.size[0]} {d.size[1]})",
     )
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--workers", type=int, default=None,
-                    help="processes drawing scenes (default: one per CPU core, at most 8); same bytes for any value")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     t = time.time()
     out = generate_synthetic(
-        args.out, args.train, args.val, args.size, args.seed, progress=not args.no_progress, workers=args.workers
+        args.out, args.train, args.val, args.size, args.seed, progress=not args.no_progress
     )
     print(
         f"wrote {args.train} train + {args.val} val scenes of {args.size[0]}x{args.size[1]} to {out} "

@@ -35,7 +35,6 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -624,17 +623,6 @@ def render_scene(size: Sequence[int], seed: int | Sequence[int]) -> tuple[np.nda
     return _render(int(size[0]), int(size[1]), np.random.default_rng(seed))
 
 
-def _write_scene(task: tuple[Path, int, int, int, str, int, int]) -> None:
-    """Render scene ``i`` of ``split`` and write its image and label PNGs (one pool task)."""
-    out, h, w, seed, split, sid, i = task
-    cv2.setNumThreads(1)  # the pool is the parallelism
-    img, lab = _render(h, w, np.random.default_rng([seed, sid, i]))
-    city = SPLIT_CITIES[split]
-    stem = f"{city}_{i:06d}_000019"
-    write_png(out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", img)
-    write_png(out / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", lab)
-
-
 def generate_synthetic(
     out_dir: str | Path,
     train: int = 300,
@@ -642,15 +630,12 @@ def generate_synthetic(
     size: Sequence[int] = (128, 256),
     seed: int = 0,
     progress: bool = True,
-    workers: int | None = None,
 ) -> Path:
     """Write ``train`` + ``val`` scenes to ``out_dir`` in the Cityscapes layout.
 
     ``leftImg8bit/{split}/<city>/<city>_<i:06d>_000019_leftImg8bit.png`` and
     ``gtFine/{split}/<city>/<city>_<i:06d>_000019_gtFine_labelIds.png`` (Cityscapes label ids).
-    Deterministic: the same arguments write the same bytes, whatever ``workers`` is (each scene
-    has its own random generator, seeded by ``(seed, split, index)``). ``workers`` processes draw
-    in parallel (default: one per CPU core, at most 8; 1 draws in this process). Returns ``out_dir``.
+    Deterministic: the same arguments write the same bytes. Returns ``out_dir``.
     """
     from tqdm import tqdm
 
@@ -664,19 +649,14 @@ def generate_synthetic(
         (out / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
         (out / "gtFine" / split / city).mkdir(parents=True, exist_ok=True)
     start = time.time()
-    tasks = [(out, h, w, int(seed), split, sid, i) for split, sid, i in jobs]
-    workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, int(workers))
-    bar = tqdm(total=len(tasks), desc=f"synthetic scenes -> {out}", unit="img", disable=not progress,
-               dynamic_ncols=True)
-    if workers == 1 or len(tasks) < 2 * workers:
-        for task in tasks:
-            _write_scene(task)
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for _ in pool.map(_write_scene, tasks, chunksize=8):
-                bar.update()
-    bar.close()
+    for split, sid, i in tqdm(
+        jobs, desc=f"synthetic scenes -> {out}", unit="img", disable=not progress, dynamic_ncols=True
+    ):
+        img, lab = _render(h, w, np.random.default_rng([int(seed), sid, i]))
+        city = SPLIT_CITIES[split]
+        stem = f"{city}_{i:06d}_000019"
+        write_png(out / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", img)
+        write_png(out / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", lab)
     meta = {
         "generator": "spxseg.data.synthetic",
         "train": int(train),
