@@ -683,8 +683,9 @@ def ensure_synthetic(data_cfg) -> bool:
     cfg = data_config(data_cfg)
     syn = cfg.synthetic
     root = Path(cfg.root)
-    if not syn.generate or (root.exists() and not (root.is_dir() and not any(root.iterdir()))):
-        return False  # not asked for, or already there (an empty folder counts as missing)
+    empty_folder = root.is_dir() and not any(root.iterdir())  # counts as missing
+    if not syn.generate or (root.exists() and not empty_folder):
+        return False  # not asked for, or already there
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     if tmp.exists():

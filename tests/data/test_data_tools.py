@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", REPO / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_dataset_info_generates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_dataset_info_generates_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture, load_tool) -> None:
     root = tmp_path / "syn"
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
@@ -37,7 +27,7 @@ def test_dataset_info_generates_and_reports(tmp_path: Path, capsys: pytest.Captu
     assert (root / "synthetic.json").is_file()
 
 
-def test_dataset_info_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_dataset_info_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture, load_tool) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(f"data: {{dataset: cityscapes, root: {tmp_path / 'nothing'}}}\n")
     with pytest.raises(SystemExit) as err:

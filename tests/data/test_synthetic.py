@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,6 @@ import numpy as np
 from spxseg.data import CityscapesDataset, build_dataset, ensure_synthetic, generate_synthetic, render_scene
 from spxseg.data.cityscapes import LABEL_IDS
 from spxseg.data.synthetic import MARKER, SYNTHETIC_CLASSES
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -70,10 +67,8 @@ def test_build_dataset_generates_when_missing(tmp_path: Path) -> None:
     assert (empty / MARKER).is_file()
 
 
-def test_make_synthetic_cli(tmp_path: Path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("_make_synthetic", REPO / "tools" / "make_synthetic.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)  # in-process: no second torch import
+def test_make_synthetic_cli(tmp_path: Path, capsys, load_tool) -> None:
+    tool = load_tool("make_synthetic")
     out = tmp_path / "cli"
     tool.main(
         [

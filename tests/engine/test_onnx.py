@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,16 +12,8 @@ import yaml
 from spxseg.engine.export import ExportWrapper, export_onnx
 from spxseg.models import build_model
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_torch_export_succeeds() -> None:
@@ -48,7 +38,7 @@ def test_export_onnx_rejects_old_opset(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_onnxruntime_matches_pytorch_at_512x1024(tmp_path, capsys) -> None:
+def test_onnxruntime_matches_pytorch_at_512x1024(tmp_path, capsys, load_tool) -> None:
     """SLOW (~1 min on 2 CPU cores): one export + one run at 512x1024 fp32 through tools/export_onnx.py."""
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
@@ -57,7 +47,7 @@ def test_onnxruntime_matches_pytorch_at_512x1024(tmp_path, capsys) -> None:
     cfg = {"model": {"num_classes": 19, "backbone": {"name": "resnet18"}}, "data": {"dataset": "cityscapes"}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg}, tmp_path / "model.pth")
-    tool = _load_tool("export_onnx")
+    tool = load_tool("export_onnx")
     rc = tool.main(["--config", str(tmp_path / "cfg.yaml"), "--checkpoint", str(tmp_path / "model.pth"),
                     "--size", "512", "1024", "--out", str(tmp_path / "model.onnx"), "--json", str(tmp_path / "r.json")])
     printed = capsys.readouterr().out

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -33,13 +32,6 @@ OFFICIAL_EVAL = (
     "if not hasattr(np, 'in1d'): np.in1d = np.isin\n"
     "runpy.run_module('cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling', run_name='__main__')\n"
 )
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -137,8 +129,8 @@ def test_eval_metrics_json_and_official_cityscapes_agreement(setup) -> None:
             assert row["IoU"] == pytest.approx(100 * theirs, abs=1e-6), name
 
 
-def test_eval_sliding_window_and_flip_by_opts(setup, capsys) -> None:
-    tool = _load_tool("eval")
+def test_eval_sliding_window_and_flip_by_opts(setup, capsys, load_tool) -> None:
+    tool = load_tool("eval")
     out = setup["tmp"] / "slide"
     rc = tool.main(["--config", setup["config"], "--checkpoint", setup["ckpt"], "--out", str(out), "--device", "cpu",
                     "--no-progress", "--opts", "eval.mode=slide", "eval.crop_size=[64,64]", "eval.stride=[48,48]",
@@ -165,8 +157,8 @@ def test_demo_on_street_image_with_random_weights(setup) -> None:
     assert 0.02 < yellow.mean() < 0.6  # superpixel boundaries are drawn, not everywhere
 
 
-def test_demo_folder_with_checkpoint(setup, capsys) -> None:
-    tool = _load_tool("demo")
+def test_demo_folder_with_checkpoint(setup, capsys, load_tool) -> None:
+    tool = load_tool("demo")
     out = setup["tmp"] / "demo_dir"
     rc = tool.main(["--config", setup["config"], "--checkpoint", setup["ckpt"], "--device", "cpu",
                     "--input", str(setup["root"] / "leftImg8bit" / "val" / "synthval"), "--out", str(out)])
@@ -176,8 +168,8 @@ def test_demo_folder_with_checkpoint(setup, capsys) -> None:
     assert len(list(out.glob("*_panel.png"))) == 3 and len(list(out.glob("*.png"))) == 9
 
 
-def test_clear_errors(setup, tmp_path, capsys) -> None:
-    eval_tool, demo_tool, onnx_tool = _load_tool("eval"), _load_tool("demo"), _load_tool("export_onnx")
+def test_clear_errors(setup, tmp_path, capsys, load_tool) -> None:
+    eval_tool, demo_tool, onnx_tool = load_tool("eval"), load_tool("demo"), load_tool("export_onnx")
     missing = str(tmp_path / "nope.pth")
     assert eval_tool.main(["--config", setup["config"], "--checkpoint", missing]) == 2
     assert "checkpoint not found" in capsys.readouterr().err

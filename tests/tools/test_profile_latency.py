@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -20,16 +19,9 @@ TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "ce
 KEYS = {"model", "device", "dtype", "size", "batch", "median_ms", "p90_ms", "fps", "params_M", "gflops", "peak_mem_MiB"}
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("tool_profile_latency", REPO / "tools" / "profile_latency.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def tool():
-    return _load_tool()
+def tool(load_tool):
+    return load_tool("profile_latency")
 
 
 @pytest.fixture()
