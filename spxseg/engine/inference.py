@@ -59,8 +59,14 @@ def check_eval_config(cfg: EvalConfig) -> None:
         raise ValueError(f"eval.batch_size must be >= 1, got {cfg.batch_size}")
 
 
-def forward_probs(model: nn.Module, images: Tensor) -> Tensor:
-    """One forward pass: float32 class probabilities (B, K, H, W) for images (B, 3, H, W)."""
+def forward_probs(model: nn.Module, images: Tensor, channels_last: bool = False) -> Tensor:
+    """One forward pass: float32 class probabilities (B, K, H, W) for images (B, 3, H, W).
+
+    ``channels_last`` hands the model NHWC images: the backbone's convolutions then run NHWC
+    throughout (PyTorch follows the input's memory format), with the same result.
+    """
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     return model(images).probs.float()
 
 
@@ -87,7 +93,7 @@ def window_boxes(size: tuple[int, int], crop_size: Sequence[int], stride: Sequen
 
 
 def slide_probs(model: nn.Module, images: Tensor, crop_size: Sequence[int], stride: Sequence[int],
-                windows_per_batch: int = 1) -> Tensor:
+                windows_per_batch: int = 1, channels_last: bool = False) -> Tensor:
     """Sliding-window probabilities (B, K, H, W) for images (B, 3, H, W), averaged by a count map.
 
     ``windows_per_batch`` windows (of every image in ``images``) run in one forward pass.
@@ -100,7 +106,7 @@ def slide_probs(model: nn.Module, images: Tensor, crop_size: Sequence[int], stri
     for i in range(0, len(boxes), step):
         chunk = boxes[i : i + step]
         crops = torch.cat([images[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
-        probs = forward_probs(model, crops)  # (len(chunk) * B, K, ch, cw)
+        probs = forward_probs(model, crops, channels_last)  # (len(chunk) * B, K, ch, cw)
         if total is None:
             total = probs.new_zeros((b, probs.shape[1], h, w))
         for k, (y0, y1, x0, x1) in enumerate(chunk):
@@ -112,8 +118,8 @@ def slide_probs(model: nn.Module, images: Tensor, crop_size: Sequence[int], stri
 
 def _single_view(model: nn.Module, images: Tensor, cfg: EvalConfig) -> Tensor:
     if cfg.mode == "slide":
-        return slide_probs(model, images, cfg.crop_size, cfg.stride, cfg.batch_size)
-    return forward_probs(model, images)
+        return slide_probs(model, images, cfg.crop_size, cfg.stride, cfg.batch_size, cfg.channels_last)
+    return forward_probs(model, images, cfg.channels_last)
 
 
 def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:

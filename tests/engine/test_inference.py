@@ -108,6 +108,23 @@ def test_multiscale_real_model(model) -> None:
     assert torch.allclose(probs.sum(1), torch.ones(1, 128, 192), atol=1e-4)
 
 
+def test_channels_last_feeds_nhwc_images_with_the_same_result(model) -> None:
+    seen: list[bool] = []
+    hook = model.backbone.register_forward_pre_hook(
+        lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        x = torch.randn(2, 3, 64, 96)
+        nhwc = predict_probs(model, x, EvalConfig(channels_last=True))
+        nchw = predict_probs(model, x, EvalConfig(channels_last=False))
+        slide = EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=2)
+        predict_probs(model, x, slide)
+    finally:
+        hook.remove()
+    assert EvalConfig().channels_last  # the default: fast on CPU and GPU alike
+    assert seen == [True, False, True]  # the sliding windows too (one batched forward)
+    torch.testing.assert_close(nhwc, nchw, rtol=0, atol=1e-5)
+
+
 def test_batch_with_different_sizes_matches_single_images(model) -> None:
     g = torch.Generator().manual_seed(0)
     images = [torch.randn(3, 64, 96, generator=g), torch.randn(3, 96, 64, generator=g),
