@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    print(f"parameters ({args.num_classes} classes, DESIGN defaults: s=4, c=8, C=128, T=3, L=4, D=256)")
+    print(f"parameters ({args.num_classes} classes, default architecture: s=4, c=8, C=128, T=3, L=4, D=256)")
     params = []
     for name in VARIANTS:
         model = build_model({"num_classes": args.num_classes, "backbone": {"name": name}})

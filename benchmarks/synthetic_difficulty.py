@@ -3,7 +3,7 @@
 Fits a multinomial logistic regression on the RGB of single pixels (plus degree-2
 polynomial features) sampled from the synthetic *train* split, evaluates it on every
 pixel of the *val* split and prints the val mIoU (classes present in the ground truth or
-the predictions, as in DESIGN §6). Two fits are reported: plain and class-balanced
+the predictions, as spxseg.engine.evaluator does). Two fits are reported: plain and class-balanced
 (inverse-frequency weights); the task must keep both at most 35 mIoU, so that a model has
 to use shape, texture and context.
 

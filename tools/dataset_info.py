@@ -1,6 +1,6 @@
 """Sanity-check a dataset before training: images per split and the class pixel histogram.
 
-    python tools/dataset_info.py --config configs/synthetic/quickstart.yaml [--opts data.root=... ...]
+    python tools/dataset_info.py --config configs/synthetic/spx_r18.yaml [--opts data.root=... ...]
 
 Labels are read without augmentation (train ids, 255 = ignore). The synthetic set is
 generated first when the config asks for it (``data.synthetic.generate``).

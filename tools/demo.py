@@ -7,7 +7,7 @@
 
 Per input image <name>: <name>_overlay.png (class colours over the image),
 <name>_superpixels.png (superpixel boundaries on the image) and <name>_panel.png (input, overlay,
-superpixel boundaries and superpixel mean colours side by side, with a legend of the predicted classes).
+superpixel boundaries and superpixel mean colours in a 2x2 grid, with a legend of the predicted classes).
 """
 
 from __future__ import annotations

@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg.data import build_dataloader, build_dataset
+    from spxseg.engine.checkpoint import load_checkpoint
     from spxseg.engine.distributed import cleanup, init_distributed
     from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
     from spxseg.engine.export import PredictionWriter
     from spxseg.engine.inference import check_eval_config, evaluate
-    from spxseg.engine.predictor import build_model_for_weights, load_checkpoint, load_model_weights
+    from spxseg.engine.predictor import build_model_for_weights, load_model_weights
 
     try:
         check_eval_config(cfg.eval)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     is_main = dist_info.is_main
     try:
-        dataset = build_dataset(cfg.data, args.split)
+        dataset = build_dataset(cfg.data, args.split, augment=False)  # whole images, labels at full size
         if dataset.num_classes != cfg.model.num_classes:
             raise ValueError(f"the {args.split} set has {dataset.num_classes} classes but model.num_classes is "
                              f"{cfg.model.num_classes}")

@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from spxseg.engine.checkpoint import load_checkpoint
     from spxseg.engine.export import compare_onnx, export_onnx
-    from spxseg.engine.predictor import build_model_for_weights, class_info, load_checkpoint, load_model_weights
+    from spxseg.engine.predictor import build_model_for_weights, class_info, load_model_weights
     from spxseg.models import build_model
 
     if args.checkpoint:

@@ -13,7 +13,8 @@ Model-only mode (default) times the forward on a random normalised batch already
 End-to-end mode (--dataset, batch 1) times resize + normalise + host-to-device + forward + resize of
 the scores to the original resolution + argmax + device-to-host, on real images of the config's
 data split (decoded before timing). CPU: perf_counter per call, models timed in interleaved rounds;
-CUDA: CUDA events per call, each model alone on the GPU, with its peak memory. FLOPs come from
+CUDA: CUDA events per call (end-to-end: wall clock, each call ends with a device-to-host copy), each
+model alone on the GPU, with its peak memory. FLOPs come from
 torch.utils.flop_counter.FlopCounterMode (2 per multiply-add). Baselines: backbone (our model's
 backbone alone), deeplabv3_resnet50, lraspp_mobilenet_v3_large (torchvision), segformer_b0,
 segformer_b2 (transformers, optional 'bench' extra). See spxseg/engine/profiling.py.
@@ -67,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--batch and --iters must be >= 1 and --warmup >= 0")
     if args.dataset and args.batch != 1:
         parser.error("--dataset (end-to-end mode) runs one image at a time: use --batch 1")
+    if args.dataset and args.cuda_graphs and not args.compile:
+        parser.error("--dataset (end-to-end mode) replays CUDA graphs through torch.compile: add --compile")
     return args
 
 

@@ -19,7 +19,8 @@ from spxseg.config import ConfigError, load_config  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--work-dir", help="output folder (default: work_dirs/<config name>)")
+    parser.add_argument("--work-dir",
+                        help="output folder (default: the config's work_dir, else work_dirs/<config name>)")
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="resume from CKPT, or with no value from WORK_DIR/checkpoints/latest.pth if present")
     parser.add_argument("--seed", type=int, help="shortcut for --opts train.seed=N")
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingStopped as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (FileNotFoundError, ValueError) as err:
+        # bad input found while setting up: missing data or checkpoint, unreadable files, bad values
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0

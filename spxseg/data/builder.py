@@ -40,23 +40,25 @@ SPLITS = ("train", "val", "test")
 DATASETS = {"cityscapes": CityscapesDataset, "ade20k": ADE20KDataset, "coco": CocoSegDataset}
 
 
-def build_dataset(data_cfg: Any, split: str) -> SegDataset:
+def build_dataset(data_cfg: Any, split: str, augment: bool | None = None) -> SegDataset:
     """Dataset for ``split`` (train / val / test) from the ``data:`` config section.
 
     ``data_cfg`` is a :class:`~spxseg.config.DataConfig`, a (partial) dict of one, or a
     whole :class:`~spxseg.config.Config`. "train" reads the folder ``data.train_split`` with
     :class:`TrainPipeline`; "val" reads ``data.val_split`` and "test" the folder "test" with
     :class:`TestPipeline` (label at the original resolution). Any other name is used as the
-    folder itself, with the training pipeline when it equals ``data.train_split``. When
-    ``data.synthetic.generate`` is true and ``data.root`` is missing, the synthetic set is
-    generated there first (:func:`~spxseg.data.synthetic.ensure_synthetic`).
+    folder itself, with the training pipeline when it equals ``data.train_split``. ``augment``
+    overrides that choice (``False``: the test pipeline, e.g. to evaluate on the training images).
+    COCO-format data has a train and a val split only. When ``data.synthetic.generate`` is true
+    and ``data.root`` is missing, the synthetic set is generated there first
+    (:func:`~spxseg.data.synthetic.ensure_synthetic`).
     """
     cfg: DataConfig = data_config(data_cfg)
     if not split:
         raise ValueError(f"split must be one of {SPLITS} (or a split folder name), got {split!r}")
     ensure_synthetic(cfg)
     is_train = split == "train" or (split == cfg.train_split and split not in ("val", "test"))
-    pipeline = TrainPipeline(cfg) if is_train else TestPipeline(cfg)
+    pipeline = TrainPipeline(cfg) if (is_train if augment is None else augment) else TestPipeline(cfg)
     name = cfg.dataset.lower()
     split_dir = {"train": cfg.train_split, "val": cfg.val_split}.get(split, split)
     if name == "cityscapes":
@@ -64,7 +66,10 @@ def build_dataset(data_cfg: Any, split: str) -> SegDataset:
     if name == "ade20k":
         return ADE20KDataset(cfg.root, split, pipeline, split_dir=split_dir)
     if name == "coco":
-        return CocoSegDataset(cfg.root, "train" if is_train else split, pipeline, cfg.coco)
+        if not is_train and split != "val":
+            raise ValueError(f"COCO-format data has a train and a val split (data.coco.train_* / val_*), "
+                             f"not {split!r}")
+        return CocoSegDataset(cfg.root, "train" if is_train else "val", pipeline, cfg.coco)
     raise ValueError(f"unknown data.dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
 
 

@@ -48,15 +48,21 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by the trainer (a dict with at least ``model``).
+
+    Raises ``FileNotFoundError`` when it is missing and ``ValueError`` naming the file when it cannot be
+    read (truncated, not a torch file) or is not an spxseg checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # truncated or not a torch file
-        raise RuntimeError(f"cannot read checkpoint {path}: {err}") from err
+    except Exception as err:  # truncated, or not a torch file at all
+        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file): {err}") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise RuntimeError(f"{path} is not an spxseg checkpoint (no 'model' entry)")
+        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not an spxseg checkpoint: expected a dict with a 'model' state_dict, got {keys}")
     return ckpt
 
 

@@ -30,11 +30,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+            raise RuntimeError("device cuda requested (train.device or --device) but no CUDA device is available; "
+                               "use cpu or auto")
         return torch.device("cuda", local_rank)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    raise ValueError(f"device (train.device or --device) must be auto, cpu or cuda, got {name!r}")
 
 
 def init_distributed(device: str = "auto") -> DistInfo:

@@ -1,4 +1,4 @@
-"""Semantic segmentation metrics from a confusion matrix (DESIGN §6).
+"""Semantic segmentation metrics from a confusion matrix.
 
 Definitions (all in percent, classes indexed by train id, ``ignore_index`` pixels excluded):
 

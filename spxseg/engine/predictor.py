@@ -3,7 +3,7 @@
 Example::
 
     from spxseg import Segmenter
-    seg = Segmenter.from_checkpoint("work_dirs/cityscapes/checkpoints/best.pth")
+    seg = Segmenter.from_checkpoint("work_dirs/spx_r50/checkpoints/best.pth")
     labels = seg.predict(cv2.imread("street.png"))             # (H, W) uint8 train ids, BGR input
     labels, superpixels = seg.predict_with_superpixels(rgb_image, rgb=True)
 """
@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.config import Config, ConfigError, ModelConfig, from_dict, to_dict
+from spxseg.engine.checkpoint import load_checkpoint
 from spxseg.engine.inference import autocast_context, predict_batch, predict_probs
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
@@ -30,18 +31,6 @@ from spxseg.models import build_model
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a training checkpoint (``torch.save`` dict with at least ``model``) on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not an spxseg checkpoint: expected a dict with a 'model' state_dict, got {keys}")
-    return ckpt
 
 
 def config_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> Config:
@@ -214,7 +203,7 @@ class Segmenter:
         x, size = self.preprocess(image, rgb)
         ev = self.cfg.eval
         with autocast_context(self.device, self.amp):
-            out = self.model(x)
+            out = self.model(x.contiguous(memory_format=torch.channels_last) if ev.channels_last else x)
             if ev.mode == "whole" and not ev.flip and list(ev.scales) == [1.0]:
                 probs = F.interpolate(out.probs.float(), size=size, mode="bilinear", align_corners=False) \
                     if tuple(out.probs.shape[-2:]) != size else out.probs.float()

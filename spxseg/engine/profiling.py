@@ -8,9 +8,10 @@ from here, so that every figure is measured the same way:
   final synchronisation (GPU time of the call, launch gaps included), with ``cudnn.benchmark`` on.
   Reported: median, p90, min, mean; FPS = batch / median. Several models are timed in interleaved
   rounds on the CPU, so that a change in machine load hits all of them alike.
-* **peak memory** (CUDA only): ``torch.cuda.max_memory_allocated`` from the model's first call to its
-  last timed call, alone on the GPU, minus what was allocated before it was moved there (weights,
-  activations, workspaces, CUDA-graph pools; compile-time allocations included).
+* **peak memory** (CUDA only): ``torch.cuda.max_memory_allocated`` from the model's first call after
+  FLOP counting (the compiling / graph-recording one) to its last timed call, alone on the GPU, minus
+  what was allocated before it was moved there (weights, activations, workspaces, CUDA-graph pools;
+  compile-time allocations included).
 * **parameters**, and **FLOPs** from :class:`torch.utils.flop_counter.FlopCounterMode` over one
   forward (2 FLOPs per multiply-add; matmuls, convolutions and attention only).
 * **per-stage breakdown** of our model (backbone, pixel decoder, tokenizer, global transformer, and
@@ -278,20 +279,27 @@ def prepare(model: nn.Module, settings: RunSettings) -> nn.Module:
     return model
 
 
-def make_runner(model: nn.Module, x: Tensor, settings: RunSettings) -> Callable[[], Any]:
-    """A no-argument callable running ``model(x)`` under ``settings`` (autocast, compile, CUDA graphs).
+def compiled(model: nn.Module, settings: RunSettings) -> Callable[..., Any]:
+    """``model`` through ``torch.compile`` as ``settings`` ask, or unchanged when they do not.
 
-    Compiled: ``torch.compile`` (mode ``reduce-overhead``, i.e. CUDA graphs, with ``cuda_graphs``);
-    with ``freeze``, inductor's freezing (parameters folded in as constants: inference only).
-    CUDA graphs without compile: the eager forward captured once with :class:`torch.cuda.CUDAGraph`
-    (static input) and replayed.
+    Mode ``reduce-overhead`` (CUDA graphs) with ``cuda_graphs`` unless ``compile_mode`` names one; with
+    ``freeze``, inductor's freezing (parameters folded in as constants: inference only).
     """
     if settings.compile and settings.freeze:
         # inductor options instead of a mode: freezing, plus CUDA graphs as reduce-overhead would add
-        model = torch.compile(model, options={"freezing": True, "triton.cudagraphs": settings.cuda_graphs})
-    elif settings.compile:
-        mode = settings.compile_mode or ("reduce-overhead" if settings.cuda_graphs else None)
-        model = torch.compile(model, mode=mode)
+        return torch.compile(model, options={"freezing": True, "triton.cudagraphs": settings.cuda_graphs})
+    if settings.compile:
+        return torch.compile(model, mode=settings.compile_mode or ("reduce-overhead" if settings.cuda_graphs else None))
+    return model
+
+
+def make_runner(model: nn.Module, x: Tensor, settings: RunSettings) -> Callable[[], Any]:
+    """A no-argument callable running ``model(x)`` under ``settings`` (autocast, compile, CUDA graphs).
+
+    Compiled: see :func:`compiled`. CUDA graphs without compile: the eager forward captured once with
+    :class:`torch.cuda.CUDAGraph` (static input) and replayed.
+    """
+    model = compiled(model, settings)
 
     def run() -> Any:
         with torch.inference_mode(), settings.autocast():
@@ -488,6 +496,8 @@ def profile_models(
     end_to_end = images is not None
     if end_to_end and batch != 1:
         raise ValueError("end-to-end mode runs one image at a time: use --batch 1")
+    if end_to_end and settings.cuda_graphs and not settings.compile:
+        raise ValueError("end-to-end mode replays CUDA graphs through torch.compile: add --compile to --cuda-graphs")
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, h, w, generator=gen).to(device)
     if settings.channels_last:
@@ -496,7 +506,7 @@ def profile_models(
     def runner_for(module: nn.Module) -> Callable[[], Any]:
         if not end_to_end:
             return make_runner(module, x, settings)
-        fn = torch.compile(module) if settings.compile else module
+        fn = compiled(module, settings)
         return end_to_end_callable(lambda t: scores_of(fn(t)), images, size, *mean_std, settings)
 
     rows: dict[str, Row] = {}

@@ -49,7 +49,7 @@ class LossTerms:
 def segmentation_loss(
     out: SegOutput, labels: Tensor, cfg: LossConfig, stride: int
 ) -> LossTerms:
-    """DESIGN §1.6: pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy.
+    """Pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy.
 
     Args:
         out: model output for images (B, 3, H, W).
@@ -62,7 +62,10 @@ def segmentation_loss(
         )
     # contiguous: nll_loss's backward rejects channels-last-like layouts
     log_probs = out.probs.float().clamp_min(1e-8).log().contiguous()
-    pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index)
+    # mean over the labelled pixels; a crop with none of them (possible with batch 1 per GPU) gives 0, not
+    # the NaN of nll_loss's "mean" (that would stop training), and nothing here waits for the device
+    labelled = (labels != cfg.ignore_index).sum().clamp_min(1)
+    pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index, reduction="sum") / labelled
     if cfg.superpixel_weight <= 0:
         return LossTerms(pixel, pixel, torch.zeros_like(pixel))
 
@@ -74,6 +77,5 @@ def segmentation_loss(
     per_sp = -(target * sp_log_probs).sum(-1)
     has_labels = (mass > 1e-3).to(per_sp.dtype)  # skip superpixels with no labelled mass
     superpixel = (per_sp * has_labels).sum() / has_labels.sum().clamp_min(1.0)
-    # an all-ignore batch gives pixel = nan from nll_loss; keep it explicit rather than silent
     total = pixel + cfg.superpixel_weight * superpixel
     return LossTerms(total, pixel, superpixel)

@@ -70,6 +70,14 @@ def test_train_batches_and_determinism(cfg: DataConfig) -> None:
     assert loader.epoch == 1 and (first != second or len(ds) < 3)
 
 
+def test_training_images_without_augmentation(cfg: DataConfig) -> None:
+    """What tools/eval.py --split train scores: whole training images, labels at full size, every time alike."""
+    ds = build_dataset(cfg, "train", augment=False)
+    a, b = ds[0], ds[0]
+    assert a["label"].shape == (40, 64) and torch.equal(a["image"], b["image"])
+    assert build_dataset(cfg, "val", augment=True)[0]["label"].shape == (32, 48)  # the training crop
+
+
 def test_workers_reproducible(cfg: DataConfig) -> None:
     ds = build_dataset(cfg, "train")
     a = batches(build_dataloader(ds, 2, train=True, num_workers=1, seed=1), 2, epoch=2)

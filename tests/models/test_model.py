@@ -73,6 +73,23 @@ def test_padding_is_masked(model):
     assert torch.equal(grid, expected)
 
 
+def test_pixel_loss_is_the_mean_over_labelled_pixels_and_zero_without_any(model):
+    images = torch.randn(2, 3, 64, 64)
+    out = model(images)
+    labels = torch.randint(0, 5, (2, 64, 64))
+    labels[0, :40] = 255
+    loss = segmentation_loss(out, labels, model.cfg.loss, model.stride)
+    expected = torch.nn.functional.nll_loss(out.probs.clamp_min(1e-8).log(), labels, ignore_index=255)
+    torch.testing.assert_close(loss.pixel, expected)
+
+    # a crop with no labelled pixel (all void) must not stop training with a NaN
+    loss = segmentation_loss(out, torch.full_like(labels, 255), model.cfg.loss, model.stride)
+    assert loss.pixel.item() == 0.0 and loss.superpixel.item() == 0.0 and loss.total.item() == 0.0
+    loss.total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    model.zero_grad()
+
+
 def test_superpixel_targets_are_histograms():
     assoc = torch.zeros(1, 9, 4, 4)
     assoc[:, 4] = 1.0  # every pixel belongs to its own cell: 2x2 grid of 2x2 cells

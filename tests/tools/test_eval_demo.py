@@ -185,3 +185,9 @@ def test_clear_errors(setup, tmp_path, capsys, load_tool) -> None:
     assert onnx_tool.main(["--config", setup["config"], "--checkpoint", missing, "--size", "64", "64",
                            "--out", str(tmp_path / "m.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(Path(setup["ckpt"]).read_bytes()[:5000])
+    for tool, extra in ((eval_tool, []), (demo_tool, ["--input", str(STREET), "--out", str(tmp_path / "o")]),
+                        (onnx_tool, ["--size", "64", "64", "--out", str(tmp_path / "m.onnx")])):
+        assert tool.main(["--config", setup["config"], "--checkpoint", str(truncated), *extra]) == 2
+        assert "cannot read checkpoint" in capsys.readouterr().err

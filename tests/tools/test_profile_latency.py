@@ -76,6 +76,13 @@ def test_end_to_end_mode_on_real_images(tool, config, tmp_path, capsys):
     assert "inside the timer" in capsys.readouterr().out
 
 
+def test_end_to_end_cuda_graphs_need_compile(tool, config, capsys):
+    with pytest.raises(SystemExit) as exc:
+        tool.main(["--config", str(config), "--size", "64", "64", "--dataset", "--cuda-graphs"])
+    assert exc.value.code == 2
+    assert "add --compile" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--dtype", "fp16"], "fp16 is not supported on the CPU"),
     (["--baselines", "nope"], "unknown baseline"),
