@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -187,7 +188,9 @@ def test_clear_errors(setup, tmp_path, capsys, load_tool) -> None:
     assert "checkpoint not found" in capsys.readouterr().err
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(Path(setup["ckpt"]).read_bytes()[:5000])
-    for tool, extra in ((eval_tool, []), (demo_tool, ["--input", str(STREET), "--out", str(tmp_path / "o")]),
+    image = tmp_path / "street.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    for tool, extra in ((eval_tool, []), (demo_tool, ["--input", str(image), "--out", str(tmp_path / "o")]),
                         (onnx_tool, ["--size", "64", "64", "--out", str(tmp_path / "m.onnx")])):
         assert tool.main(["--config", setup["config"], "--checkpoint", str(truncated), *extra]) == 2
         assert "cannot read checkpoint" in capsys.readouterr().err
