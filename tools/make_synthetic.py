@@ -1,6 +1,6 @@
 """Write the synthetic street-scene set in the Cityscapes layout (Cityscapes label ids).
 
-python tools/make_synthetic.py --out data/synthetic --train 300 --val 50 --size 128 256 --seed 0
+python tools/make_synthetic.py --out data/synthetic --train 300 --val 50 --size 128 256 --seed 0 [--overwrite]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from spxseg.config import SyntheticConfig  # noqa: E402
 from spxseg.data.synthetic import generate_synthetic  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     d = SyntheticConfig()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output root (gets leftImg8bit/ and gtFine/)")
@@ -31,17 +31,24 @@ def main(argv: list[str] | None = None) -> None:
         help=f"image size (default {d.size[0]} {d.size[1]})",
     )
     ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--overwrite", action="store_true", help="replace a synthetic set already in --out")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     t = time.time()
-    out = generate_synthetic(
-        args.out, args.train, args.val, args.size, args.seed, progress=not args.no_progress
-    )
+    try:
+        out = generate_synthetic(
+            args.out, args.train, args.val, args.size, args.seed, progress=not args.no_progress,
+            overwrite=args.overwrite,
+        )
+    except (FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(
         f"wrote {args.train} train + {args.val} val scenes of {args.size[0]}x{args.size[1]} to {out} "
         f"in {time.time() - t:.1f} s"
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -188,7 +188,12 @@ def build_dataloader(
     Evaluation under DDP: DistributedSampler pads the last round by repeating items, so
     every rank gets the same count (drop duplicates by ``path`` if exact totals matter).
     With ``num_workers=0`` this sets OpenCV to one thread for the whole process (see below).
+    ``persistent_workers`` is for evaluation only: persistent workers are seeded once, so
+    ``set_epoch`` could no longer fix the training augmentation.
     """
+    if persistent_workers and train:
+        raise ValueError("persistent_workers would break the (seed, epoch)-determined training augmentation "
+                         "(workers are seeded once); use it for evaluation loaders only")
     if num_workers == 0:
         # Items are decoded here, between model steps: OpenCV's thread pool then fights torch's
         # threads for the cores (2-core CPU training ran 2.4x slower), for little work per image.

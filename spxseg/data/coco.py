@@ -81,7 +81,18 @@ class CocoSegDataset(SegDataset):
         if coco_cfg.categories:
             self.cat_to_class = {int(k): int(v) for k, v in coco_cfg.categories.items()}
         else:
+            if len(cats) > IGNORE:
+                raise CocoCategoryError(
+                    f"{ann_file} has {len(cats)} categories, more than the {IGNORE} classes a uint8 label map holds "
+                    "(255 is the ignore value); map them to fewer classes with data.coco.categories"
+                )
             self.cat_to_class = {cid: i for i, cid in enumerate(sorted(cats))}
+        for cid, k in self.cat_to_class.items():
+            if not 0 <= k <= IGNORE:
+                raise CocoCategoryError(
+                    f"data.coco.categories maps category {cid} of {ann_file} to {k}: class indices are 0..254, "
+                    "or 255 to ignore it"
+                )
         n = max([v for v in self.cat_to_class.values() if v != IGNORE], default=-1) + 1
         if coco_cfg.class_names:
             names = list(coco_cfg.class_names)

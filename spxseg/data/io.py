@@ -28,8 +28,26 @@ def _check_complete(data: np.ndarray, path: Path) -> None:
     tail = data[-64:].tobytes()
     if head == _PNG_MAGIC and b"IEND" not in tail:
         raise ImageReadError(f"image file {path} is truncated (PNG without its IEND chunk)")
-    if head[:2] == b"\xff\xd8" and not tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+    if head[:2] == b"\xff\xd8" and not (tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9") or _jpeg_has_end(data)):
         raise ImageReadError(f"image file {path} is truncated (JPEG without its end-of-image marker)")
+
+
+def _jpeg_has_end(data: np.ndarray) -> bool:
+    """Whether the image data of a JPEG ends with its end-of-image marker, even with data appended after
+    it (e.g. a motion photo's video).
+
+    Walks the header segments by their lengths to the start of scan (so that an EXIF thumbnail's own
+    marker does not count), then looks for the marker: inside the scan an 0xFF byte is always followed
+    by 0x00 or a restart marker, so the first FF D9 there is the image's end.
+    """
+    raw = data.tobytes()
+    i = 2
+    while i + 4 <= len(raw) and raw[i] == 0xFF:
+        marker, length = raw[i + 1], int.from_bytes(raw[i + 2 : i + 4], "big")
+        i += 2 + length
+        if marker == 0xDA:  # start of scan: the entropy-coded data follows its header
+            return raw.find(b"\xff\xd9", i) >= 0
+    return False
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -37,7 +55,9 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     _check_complete(data, path)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    # the stored pixel grid, as for labels (which OpenCV never rotates): an EXIF rotation applied to the
+    # image alone would misalign it with its label
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise ImageReadError(f"cannot decode image file {path} (corrupt, truncated or not an image)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

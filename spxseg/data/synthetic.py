@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -630,12 +629,16 @@ def generate_synthetic(
     size: Sequence[int] = (128, 256),
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``train`` + ``val`` scenes to ``out_dir`` in the Cityscapes layout.
 
     ``leftImg8bit/{split}/<city>/<city>_<i:06d>_000019_leftImg8bit.png`` and
     ``gtFine/{split}/<city>/<city>_<i:06d>_000019_gtFine_labelIds.png`` (Cityscapes label ids).
     Deterministic: the same arguments write the same bytes. Returns ``out_dir``.
+
+    ``out_dir`` must be missing or empty, so that two sets never mix; ``overwrite`` replaces a
+    synthetic set written there before (and nothing else: other files are never deleted).
     """
     from tqdm import tqdm
 
@@ -643,12 +646,20 @@ def generate_synthetic(
     h, w = int(size[0]), int(size[1])
     if h < 32 or w < 32:
         raise ValueError(f"synthetic size must be at least 32x32, got {h}x{w}")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out} is not empty: choose a new folder, or overwrite the synthetic set there "
+                                  "(tools/make_synthetic.py --overwrite)")
+        if not (out / MARKER).is_file():
+            raise FileExistsError(f"{out} holds files but no synthetic set ({MARKER} is missing): not deleting them")
+        for name in ("leftImg8bit", "gtFine"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        (out / MARKER).unlink()
     jobs = [("train", 0, i) for i in range(int(train))] + [("val", 1, i) for i in range(int(val))]
     for split in ("train", "val"):
         city = SPLIT_CITIES[split]
         (out / "leftImg8bit" / split / city).mkdir(parents=True, exist_ok=True)
         (out / "gtFine" / split / city).mkdir(parents=True, exist_ok=True)
-    start = time.time()
     for split, sid, i in tqdm(
         jobs, desc=f"synthetic scenes -> {out}", unit="img", disable=not progress, dynamic_ncols=True
     ):
@@ -664,7 +675,6 @@ def generate_synthetic(
         "size": [h, w],
         "seed": int(seed),
         "classes": SYNTHETIC_CLASSES,
-        "seconds": round(time.time() - start, 2),
     }
     (out / MARKER).write_text(json.dumps(meta, indent=2) + "\n")
     return out

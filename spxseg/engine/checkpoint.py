@@ -16,12 +16,16 @@ import torch
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename over ``path``.
 
-    An interrupted write leaves the previous file untouched (and at worst a stray temp file).
+    An interrupted write leaves the previous file untouched (and at worst a stray temp file). The file
+    gets the permissions a plain ``open`` would give it (mkstemp's are owner-only).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)  # there is no way to read the umask without setting it
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -100,12 +104,18 @@ class CheckpointManager:
         atomic_save(state, self.latest)
         if self.keep > 0:
             link_or_copy(self.latest, self.folder / f"iter_{iteration:07d}.pth")
-            self._prune()
+            self._prune(iteration)
         if is_best:
             link_or_copy(self.latest, self.best)
         return self.latest
 
-    def _prune(self) -> None:
+    def _prune(self, iteration: int) -> None:
+        """Keep the last ``keep`` numbered checkpoints up to ``iteration``.
+
+        Later ones were left by a run that this one resumed before the end of: they stay until this
+        run overwrites them (deleting the newest file instead would lose the one just written).
+        """
         numbered = sorted(p for p in self.folder.glob("iter_*.pth") if re.fullmatch(r"iter_\d+\.pth", p.name))
-        for old in numbered[: -self.keep]:
+        upto = [p for p in numbered if int(p.stem[len("iter_"):]) <= iteration]
+        for old in upto[: -self.keep]:
             old.unlink()

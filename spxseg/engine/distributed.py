@@ -30,8 +30,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device cuda requested (train.device or --device) but no CUDA device is available; "
-                               "use cpu or auto")
+            raise ValueError("device cuda requested (train.device or --device) but no CUDA device is available; "
+                             "use cpu or auto")
         return torch.device("cuda", local_rank)
     if name == "cpu":
         return torch.device("cpu")

@@ -53,6 +53,9 @@ def check_eval_config(cfg: EvalConfig) -> None:
             value = getattr(cfg, key)
             if len(value) != 2 or min(value) <= 0:
                 raise ValueError(f"eval.{key} must be two positive integers [H, W], got {value}")
+        if any(s > c for s, c in zip(cfg.stride, cfg.crop_size)):
+            raise ValueError(f"eval.stride {cfg.stride} must not exceed eval.crop_size {cfg.crop_size}: "
+                             "the windows would leave pixels between them unscored")
     if not cfg.scales or min(cfg.scales) <= 0:
         raise ValueError(f"eval.scales must be a non-empty list of positive factors, got {cfg.scales}")
     if cfg.batch_size < 1:
@@ -112,7 +115,8 @@ def slide_probs(model: nn.Module, images: Tensor, crop_size: Sequence[int], stri
         for k, (y0, y1, x0, x1) in enumerate(chunk):
             total[:, :, y0:y1, x0:x1] += probs[k * b : (k + 1) * b]
             count[:, :, y0:y1, x0:x1] += 1
-    assert total is not None and bool((count > 0).all()), "sliding windows do not cover the image"
+    if total is None or not bool((count > 0).all()):
+        raise ValueError(f"sliding windows of {crop_size} every {stride} do not cover a {h}x{w} image")
     return total / count
 
 

@@ -27,13 +27,37 @@ from spxseg.data import build_dataloader, build_dataset
 from spxseg.engine import distributed as du
 from spxseg.engine.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
 from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
-from spxseg.engine.inference import autocast_context, evaluate
+from spxseg.engine.inference import autocast_context, check_eval_config, evaluate
 from spxseg.engine.optim import build_optimizer, build_scheduler
 from spxseg.models import build_model, segmentation_loss
 
 
 class TrainingStopped(RuntimeError):
     """Training stopped early (non-finite loss); the last good checkpoint is kept."""
+
+
+# DDP: how often (iterations) the ranks agree on whether a stop signal arrived. Every rank must stop at
+# the same iteration, or the next collective waits forever; agreeing costs a host sync, hence not every step.
+STOP_AGREE_EVERY = 10
+
+# the checkpoint entries a run needs to resume (weights-only files can initialise a model, not resume)
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng")
+
+
+def check_train_config(cfg: Config) -> None:
+    """Raise ``ValueError`` naming the bad ``train.*`` / ``eval.*`` key before anything runs."""
+    tc = cfg.train
+    for key in ("max_iters", "batch_size", "accum_steps", "eval_interval", "checkpoint_interval", "log_interval"):
+        if getattr(tc, key) < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {getattr(tc, key)}")
+    for key in ("warmup_iters", "keep_checkpoints"):
+        if getattr(tc, key) < 0:
+            raise ValueError(f"train.{key} must be >= 0, got {getattr(tc, key)}")
+    if tc.lr <= 0:
+        raise ValueError(f"train.lr must be > 0, got {tc.lr}")
+    if tc.amp not in ("none", "bf16", "fp16"):
+        raise ValueError(f"train.amp must be none, bf16 or fp16, got {tc.amp!r}")
+    check_eval_config(cfg.eval)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -106,6 +130,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
             if there is none yet), or ``None``.
     """
     tc = cfg.train
+    check_train_config(cfg)
     dist_info = du.init_distributed(tc.device)
     device, is_main = dist_info.device, dist_info.is_main
     work_dir = Path(work_dir)
@@ -114,16 +139,15 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
         work_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, work_dir / "config.yaml")
     seed_everything(tc.seed + dist_info.rank, tc.deterministic)
-    if tc.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"train.amp must be none, bf16 or fp16, got {tc.amp!r}")
 
     # data; the rank-0 process creates the synthetic set first if it has to be generated
+    # roles, not folder names: "train" reads data.train_split with augmentation, "val" data.val_split without
     if is_main:
-        train_set = build_dataset(cfg.data, cfg.data.train_split)
+        train_set = build_dataset(cfg.data, "train")
     du.barrier()
     if not is_main:
-        train_set = build_dataset(cfg.data, cfg.data.train_split)
-    val_set = build_dataset(cfg.data, cfg.data.val_split)
+        train_set = build_dataset(cfg.data, "train")
+    val_set = build_dataset(cfg.data, "val")
     if train_set.num_classes != cfg.model.num_classes:
         raise ValueError(
             f"model.num_classes={cfg.model.num_classes} but the {cfg.data.dataset} dataset has "
@@ -154,12 +178,26 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
         path = ckpts.latest if resume is True else Path(resume)
         if path.is_file():
             ckpt = load_checkpoint(path)
-            model.load_state_dict(ckpt["model"])
+            missing = [key for key in RESUME_KEYS if key not in ckpt]
+            if missing:
+                raise ValueError(f"--resume: {path} is not a training checkpoint (no {', '.join(missing)}); "
+                                 "weights-only files can initialise a model (tools/eval.py, Segmenter), not resume")
+            try:
+                model.load_state_dict(ckpt["model"])
+            except RuntimeError as err:
+                raise ValueError(f"--resume: the weights in {path} do not fit the model of this config "
+                                 f"(another backbone, width or number of classes?)\n{err}") from None
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
-            scaler.load_state_dict(ckpt["scaler"])
+            if ckpt["scaler"]:  # empty when the run had no fp16 scaler (train.amp was none or bf16)
+                scaler.load_state_dict(ckpt["scaler"])
             start_iter, best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
-            set_rng_state(ckpt["rng"][dist_info.rank] if isinstance(ckpt["rng"], list) else ckpt["rng"])
+            states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]  # one per rank
+            if len(states) == dist_info.world_size:
+                set_rng_state(states[dist_info.rank])
+            elif is_main:
+                print(f"warning: {path} was written by {len(states)} process(es), this run has "
+                      f"{dist_info.world_size}: random streams start afresh (the resume is not exact)")
             if is_main:
                 print(f"resumed from {path} at iteration {start_iter}")
         elif resume is True:
@@ -171,8 +209,16 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
     ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist_info.distributed else model
 
+    if is_main and start_iter > 0:
+        _truncate_log(work_dir / "metrics.jsonl", start_iter)  # drop what the interrupted run logged after it
     log_file = open(work_dir / "metrics.jsonl", "a") if is_main else None
-    tb = _tensorboard(work_dir) if is_main else None
+    tb = _tensorboard(work_dir, purge_step=start_iter + 1 if start_iter > 0 else None) if is_main else None
+
+    def close_logs() -> None:
+        if log_file is not None:
+            log_file.close()
+        if tb is not None:
+            tb.close()
     evaluator = SegEvaluator(cfg.model.num_classes, val_set.class_names, cfg.model.loss.ignore_index)
 
     def log(record: dict) -> None:
@@ -245,13 +291,17 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
             bar.update(1)
 
             last = iteration == tc.max_iters
-            stopping = stop.received is not None
+            if not dist_info.distributed:
+                stopping = stop.received is not None
+            else:  # all ranks agree at the same iterations (see STOP_AGREE_EVERY)
+                stopping = iteration % STOP_AGREE_EVERY == 0 and du.any_rank(stop.received is not None, device)
             checkpoint_due = iteration % tc.checkpoint_interval == 0 or last or stopping
             eval_due = iteration % tc.eval_interval == 0 and not last
             if iteration % tc.log_interval == 0 or checkpoint_due or eval_due:
                 # one host sync per log step, not per iteration
                 if du.any_rank(bool(nonfinite.item()), device):
                     bar.close()
+                    close_logs()
                     raise TrainingStopped(
                         f"loss became NaN/inf before iteration {iteration}; stopped without saving these weights. "
                         f"Last good checkpoint: {ckpts.latest if ckpts.latest.exists() else 'none yet'}. "
@@ -269,15 +319,18 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
                 log(record)
                 bar.set_postfix(loss=f"{mean[0]:.3f}", lr=f"{lr:.2e}")
                 window_loss.zero_()
-                window_start, window_iters, data_time = time.perf_counter(), 0, 0.0
+                window_iters, data_time = 0, 0.0
 
             is_best = False
             if eval_due:
                 is_best = run_eval(iteration)["is_best"]
             if checkpoint_due or is_best:
                 save(iteration, is_best=is_best)
+            if window_iters == 0:  # just logged: the next window's speed excludes this evaluation / save
+                window_start = time.perf_counter()
             if stopping:
                 bar.close()
+                close_logs()
                 if is_main:
                     print(f"\nstopped by signal {stop.received} at iteration {iteration}; "
                           f"saved {ckpts.latest}. Resume with --resume.")
@@ -294,10 +347,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
         summary = {**metrics, "iteration": iteration, "work_dir": str(work_dir),
                    "checkpoint": str(ckpts.latest)}
         (work_dir / "metrics.json").write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
-        if log_file is not None:
-            log_file.close()
-        if tb is not None:
-            tb.close()
+    close_logs()
     du.cleanup()
     return metrics
 
@@ -312,9 +362,30 @@ def _gather_rng(dist_info: du.DistInfo) -> dict | list[dict]:
     return states
 
 
-def _tensorboard(work_dir: Path):
+def _tensorboard(work_dir: Path, purge_step: int | None = None):
+    """A TensorBoard writer for ``work_dir/tb`` (None without tensorboard); ``purge_step`` hides the events
+    an interrupted run wrote from that step on."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # optional extra
         return None
-    return SummaryWriter(str(work_dir / "tb"))
+    return SummaryWriter(str(work_dir / "tb"), purge_step=purge_step)
+
+
+def _truncate_log(path: Path, last_iter: int) -> None:
+    """Rewrite the JSON-lines log without the records after ``last_iter`` (atomically)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["iter"] > last_iter:
+                continue
+        except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
+            continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)

@@ -81,21 +81,19 @@ def legend(class_names: Sequence[str], palette: Sequence[Color], classes: Sequen
         name = class_names[c] if c < len(class_names) else str(c)
         (tw, _), _ = cv2.getTextSize(name, font, scale, thick)
         entries.append((c, name, row_height + 6 + tw + 16))
-    rows, x = 1, 0
+    margin = 4
+    positions, x, y = [], margin, 2  # (x, y) of each entry, wrapping before one that would overflow
     for _, _, w in entries:
-        if x + w > width and x > 0:
-            rows, x = rows + 1, 0
+        if x + w > width and x > margin:
+            x, y = margin, y + row_height
+        positions.append((x, y))
         x += w
-    strip = np.full((rows * row_height + 4, width, 3), 255, np.uint8)
-    x, y = 4, 2
-    for c, name, w in entries:
-        if x + w > width and x > 4:
-            x, y = 4, y + row_height
+    strip = np.full((y + row_height + 2, width, 3), 255, np.uint8)
+    for (c, name, _), (x, y) in zip(entries, positions):
         color = tuple(int(v) for v in palette[c]) if c < len(palette) else (0, 0, 0)
         cv2.rectangle(strip, (x, y + 3), (x + row_height - 6, y + row_height - 3), color, -1)
         cv2.rectangle(strip, (x, y + 3), (x + row_height - 6, y + row_height - 3), (0, 0, 0), 1)
         cv2.putText(strip, name, (x + row_height, y + row_height - 6), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
-        x += w
     return strip
 
 

@@ -163,6 +163,29 @@ def test_truncated_and_unreadable_images(tmp_path: Path) -> None:
         ds[1]
 
 
+def test_jpeg_with_appended_data_and_exif_orientation(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from spxseg.data.io import read_image, read_label
+
+    pixels = np.zeros((8, 16, 3), np.uint8)
+    pixels[:, :4] = 255  # a bright band on the left
+    ok, jpeg = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    motion = tmp_path / "motion.jpg"
+    motion.write_bytes(jpeg.tobytes() + b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # a motion photo's video
+    assert read_image(motion).shape == (8, 16, 3)
+    motion.write_bytes(jpeg.tobytes()[:-300])
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(motion)
+
+    exif = Image.Exif()
+    exif[0x0112] = 3  # orientation: rotate 180 degrees when displayed
+    Image.fromarray(pixels).save(tmp_path / "image.jpg", exif=exif, quality=100)
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "label.png", exif=exif)
+    image, label = read_image(tmp_path / "image.jpg"), read_label(tmp_path / "label.png")
+    assert image[:, :4].mean() > 200 and label[:, :4].mean() > 200  # both in the stored pixel grid
+
+
 def test_label_value_outside_class_set(tmp_path: Path) -> None:
     make_cityscapes(tmp_path, "train", n=1)
     make_cityscapes(tmp_path / "t", "train", n=1, train_ids=True)

@@ -120,6 +120,17 @@ def test_category_missing_from_mapping(tmp_path: Path) -> None:
         build_dataset(cfg(tmp_path), "train")
 
 
+def test_class_indices_must_fit_a_uint8_label_map(tmp_path: Path) -> None:
+    path = make_coco(tmp_path, [{"category_id": 3, "segmentation": polygon(0.5, 0.5, 5.5, 5.5)}])
+    for bad in (-1, 256):
+        with pytest.raises(CocoCategoryError, match=f"category 3 of {path}.* to {bad}"):
+            build_dataset(cfg(tmp_path, categories={3: bad}), "train")
+    many = [{"id": i, "name": f"c{i}"} for i in range(1, 258)]
+    make_coco(tmp_path, [{"category_id": 3, "segmentation": polygon(0.5, 0.5, 5.5, 5.5)}], categories=many)
+    with pytest.raises(CocoCategoryError, match="257 categories"):
+        build_dataset(cfg(tmp_path), "train")
+
+
 def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="annotation file"):
         build_dataset(cfg(tmp_path), "train")

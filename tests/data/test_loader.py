@@ -78,6 +78,12 @@ def test_training_images_without_augmentation(cfg: DataConfig) -> None:
     assert build_dataset(cfg, "val", augment=True)[0]["label"].shape == (32, 48)  # the training crop
 
 
+def test_persistent_workers_only_for_evaluation(cfg: DataConfig) -> None:
+    with pytest.raises(ValueError, match="persistent_workers"):
+        build_dataloader(build_dataset(cfg, "train"), 2, train=True, num_workers=1, persistent_workers=True)
+    build_dataloader(build_dataset(cfg, "val"), 1, train=False, num_workers=1, persistent_workers=True)
+
+
 def test_workers_reproducible(cfg: DataConfig) -> None:
     ds = build_dataset(cfg, "train")
     a = batches(build_dataloader(ds, 2, train=True, num_workers=1, seed=1), 2, epoch=2)

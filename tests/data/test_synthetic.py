@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from spxseg.data import CityscapesDataset, build_dataset, ensure_synthetic, generate_synthetic, render_scene
 from spxseg.data.cityscapes import LABEL_IDS
@@ -24,7 +25,21 @@ def test_deterministic_bytes_and_layout(tmp_path: Path) -> None:
     assert files(c) != fa
     assert "leftImg8bit/train/synthtrain/synthtrain_000000_000019_leftImg8bit.png" in fa
     assert "gtFine/val/synthval/synthval_000001_000019_gtFine_labelIds.png" in fa
-    assert (a / MARKER).is_file()
+    assert (a / MARKER).read_bytes() == (b / MARKER).read_bytes()
+
+
+def test_an_existing_set_is_replaced_only_when_asked(tmp_path: Path) -> None:
+    out = generate_synthetic(tmp_path / "s", train=2, val=1, size=(48, 64), seed=0, progress=False)
+    with pytest.raises(FileExistsError, match="not empty"):
+        generate_synthetic(out, train=1, val=1, size=(48, 64), seed=5, progress=False)
+    generate_synthetic(out, train=1, val=1, size=(48, 64), seed=5, progress=False, overwrite=True)
+    assert len(list((out / "leftImg8bit" / "train").rglob("*.png"))) == 1  # no scene of the old set left
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not deleting"):
+        generate_synthetic(other, train=1, val=1, size=(48, 64), overwrite=True, progress=False)
+    assert (other / "notes.txt").read_text() == "keep me"
 
 
 def test_readable_by_cityscapes_loader_with_label_ids(tmp_path: Path) -> None:

@@ -154,6 +154,9 @@ def test_bad_eval_config_is_named() -> None:
         predict_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(mode="tiles"))
     with pytest.raises(ValueError, match="eval.scales"):
         predict_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(scales=[]))
+    with pytest.raises(ValueError, match=r"eval.stride \[150, 150\] must not exceed eval.crop_size"):
+        predict_probs(PixelModel(), torch.randn(1, 3, 300, 300),
+                      EvalConfig(mode="slide", crop_size=[100, 100], stride=[150, 150]))
 
 
 def _items(n: int = 4, k: int = 5) -> list[dict]:

@@ -109,6 +109,48 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tiny_config, tmp_path, mon
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+def test_crash_and_resume_logs_each_step_once(tiny_config, tmp_path, monkeypatch):
+    def crash(loss):
+        raise RuntimeError("simulated crash")
+
+    _stop_at(monkeypatch, 17, crash)  # after the log of iteration 15, before the checkpoint of 20
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train(load_config(tiny_config), tmp_path, progress=False)
+    monkeypatch.undo()
+    trainer.train(load_config(tiny_config), tmp_path, resume=True, progress=False)  # from iteration 10
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
+
+
+def test_bad_settings_and_checkpoints_are_named_before_training(tiny_config, tmp_path):
+    for override, key in (("train.eval_interval=0", "train.eval_interval"), ("train.max_iters=0", "train.max_iters"),
+                          ("train.accum_steps=0", "train.accum_steps"), ("eval.mode=slid", "eval.mode")):
+        with pytest.raises(ValueError, match=key):
+            trainer.train(load_config(tiny_config, [override]), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()  # nothing written
+
+    weights_only = tmp_path / "weights.pth"
+    torch.save({"model": {}, "config": {}}, weights_only)
+    with pytest.raises(ValueError, match="not a training checkpoint.*optimizer"):
+        trainer.train(load_config(tiny_config), tmp_path / "w", resume=str(weights_only), progress=False)
+
+
+def test_checkpoint_rotation_after_resuming_from_an_older_one(tmp_path):
+    manager = ckpt_mod.CheckpointManager(tmp_path, keep=3)
+    for it in (800, 900, 1000, 600, 700):  # a run to 1000, then resumed from an iteration-500 checkpoint
+        manager.save({"model": {}, "iteration": it}, it)
+    names = sorted(p.name for p in tmp_path.glob("iter_*.pth"))
+    assert names == ["iter_0000600.pth", "iter_0000700.pth", "iter_0000800.pth", "iter_0000900.pth",
+                     "iter_0001000.pth"]  # nothing newer deleted, the new ones kept
+    manager.save({"model": {}, "iteration": 800}, 800)
+    assert load_checkpoint(tmp_path / "iter_0000800.pth")["iteration"] == 800
+    manager.save({"model": {}, "iteration": 900}, 900)
+    assert sorted(p.name for p in tmp_path.glob("iter_*.pth"))[0] == "iter_0000700.pth"  # 600 rotated out
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "latest.pth").stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as torch.save's
+
+
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     path = tmp_path / "latest.pth"
     atomic_save({"model": {"w": torch.ones(3)}, "iteration": 1}, path)
@@ -145,3 +187,34 @@ def test_torchrun_two_processes(tiny_config, tmp_path):
     model = trainer.build_model(load_config(tiny_config).model)
     model.load_state_dict(ckpt["model"])
     assert json.loads((tmp_path / "metrics.json").read_text())["mIoU"] >= 0
+
+
+DDP_STOP = """
+import os, signal, sys
+sys.path.insert(0, {tools!r})
+from spxseg.engine import trainer
+trainer.STOP_AGREE_EVERY = 2
+real, calls = trainer.segmentation_loss, [0]
+def loss(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == 3 and os.environ["RANK"] == "1":
+        os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's signal reaches one rank first
+    return real(*args, **kwargs)
+trainer.segmentation_loss = loss
+import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_torchrun_stop_signal_on_one_rank_stops_all_at_the_same_iteration(tiny_config, tmp_path):
+    script = tmp_path / "train_sigterm.py"
+    script.write_text(DDP_STOP.format(tools=str(REPO / "tools")))
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+        "--config", str(tiny_config), "--work-dir", str(tmp_path / "w"), "--no-progress",
+        "--opts", "train.max_iters=8", "train.log_interval=100", "train.checkpoint_interval=100",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)  # hung before the fix
+    assert "stopped by signal" in result.stdout + result.stderr, result.stdout[-3000:] + result.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "w/checkpoints/latest.pth")["iteration"] == 4  # agreed at the next even step
