@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -188,10 +189,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        detail = f" ({errors[-1]})" if errors and not errors[-1].startswith(f"{key}: expected") else ""
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}{detail}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if value is None:  # an empty section: the defaults
+            value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
@@ -204,6 +208,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         ktp, vtp = args or (Any, Any)
+        if ktp is int:  # keys of a dotted override (data.coco.categories.7=0) arrive as strings
+            value = {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v for k, v in value.items()}
         return {_convert(k, ktp, f"{key} key"): _convert(v, vtp, f"{key}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
@@ -214,13 +220,15 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         if isinstance(value, str):  # PyYAML reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
-                pass
+                number = math.nan
+            if math.isfinite(number):  # not "nan" / "inf" spelled out
+                return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -255,6 +263,8 @@ def to_dict(cfg: Any) -> dict:
 def _merge(base: dict, child: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in child.items():
+        if value is None and isinstance(out.get(key), dict):
+            continue  # an empty section (every key commented out) keeps the base's
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
@@ -298,10 +308,16 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         node = data
         parts = dotted.strip().split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # missing, or an empty section in the file
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
-        node[parts[-1]] = value
+        last = parts[-1]
+        # a mapping value updates the section like a child config file does, keeping the other keys
+        if isinstance(value, dict) and isinstance(node.get(last), dict):
+            value = _merge(node[last], value)
+        node[last] = value
     return data
 
 

@@ -33,6 +33,16 @@ def test_overrides_are_yaml_typed(tmp_path):
     assert cfg.model.tokenizer.dual_path is True
 
 
+def test_mapping_overrides_and_empty_sections_keep_the_other_keys(tmp_path):
+    write(tmp_path / "base.yaml", "model: {num_classes: 7, backbone: {name: resnet50, pretrained: true}}\n")
+    child = write(tmp_path / "child.yaml", "_base_: base.yaml\nmodel:\n  # cell: 4\ntrain:\n")
+    cfg = load_config(child, ["model.backbone={name: resnet18}", "data.coco.categories.7=0"])
+    assert cfg.model.num_classes == 7  # the empty 'model:' section kept the base's
+    assert cfg.model.backbone.name == "resnet18" and cfg.model.backbone.pretrained is True  # merged, not replaced
+    assert cfg.data.coco.categories == {7: 0}  # an int key through a dotted override
+    assert load_config(child, ["model.cell=2"]).model.cell == 2
+
+
 def test_unknown_key_names_the_closest_valid_one(tmp_path):
     bad = write(tmp_path / "bad.yaml", "train: {max_iter: 10}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'train.max_iter'; did you mean 'train.max_iters'"):
@@ -52,6 +62,11 @@ def test_wrong_types_name_the_key(tmp_path):
         load_config(None, ["data.crop_size=512"])
     with pytest.raises(ConfigError, match="must look like key.path=value"):
         load_config(None, ["train.lr"])
+    for spelled in ("nan", "inf", "-infinity", ".nan", ".inf"):
+        with pytest.raises(ConfigError, match="train.lr: expected float"):
+            load_config(None, [f"train.lr={spelled}"])
+    with pytest.raises(ConfigError, match=r"out_indices\[1\]: expected int, got 'a'"):  # the inner error
+        load_config(None, ["model.backbone.out_indices=[1, a]"])
 
 
 def test_missing_and_circular_files(tmp_path):

@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     from spxseg.engine.checkpoint import load_checkpoint
     from spxseg.engine.export import compare_onnx, export_onnx
     from spxseg.engine.predictor import build_model_for_weights, class_info, load_model_weights
-    from spxseg.models import build_model
 
     if args.checkpoint:
         model = build_model_for_weights(cfg.model).eval()
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:
-        model = build_model(cfg.model).eval()
+        model = build_model_for_weights(cfg.model).eval()  # no ImageNet download for a random export
         print("WARNING: no --checkpoint given: exporting a model with RANDOM weights", file=sys.stderr)
     names, _ = class_info(cfg)
     metadata = {
@@ -101,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if "superpixels_agreement" in report:
             line += f", superpixels on {100 * report['superpixels_agreement']:.4f}%"
         print(line)
-        print(f"run time (CPU): onnxruntime {report['onnxruntime_s']:.2f} s, PyTorch {report['torch_s']:.2f} s")
+        print(f"run time (CPU, one call after a warm-up): onnxruntime {report['onnxruntime_s']:.2f} s, "
+              f"PyTorch {report['torch_s']:.2f} s")
         if not report["max_abs_diff_probs"] <= args.atol:
             print(f"error: difference {report['max_abs_diff_probs']:.3g} exceeds --atol {args.atol:g}", file=sys.stderr)
             status = 1

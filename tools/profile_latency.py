@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown baseline(s) {unknown}; choose from {', '.join(prof.BASELINES)}", file=sys.stderr)
         return 2
+    if args.dataset and "backbone" in names:  # it outputs features, not class scores to resize and argmax
+        names.remove("backbone")
+        print("note: end-to-end mode leaves out the 'backbone' baseline (it outputs features, not class scores)")
 
     # random weights: latency does not depend on them, and nothing may be downloaded
     cfg.model.backbone.pretrained = False

@@ -206,11 +206,17 @@ def count_params(model: nn.Module) -> int:
 
 @torch.no_grad()
 def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of one call of ``fn`` (2 per multiply-add) from :class:`~torch.utils.flop_counter.FlopCounterMode`."""
+    """FLOPs of one call of ``fn`` (2 per multiply-add) from :class:`~torch.utils.flop_counter.FlopCounterMode`.
+
+    Attention runs through SDPA's math backend while counting: the counter has no formula for the CPU
+    flash kernel (it would count attention as 0 on the CPU), and its matmuls give the same count on
+    every device.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, sdpa_kernel(SDPBackend.MATH):
         fn()
     return int(counter.get_total_flops())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import timm
@@ -30,13 +31,14 @@ class Backbone(nn.Module):
             kwargs["pretrained"] = cfg.pretrained
         if cfg.out_indices is not None:
             kwargs["out_indices"] = tuple(cfg.out_indices)
+        if not timm.is_model(cfg.name):  # also accepts pretrained tags (resnet50.a1_in1k)
+            close = difflib.get_close_matches(cfg.name, timm.list_models(), n=6, cutoff=0.5)
+            raise ValueError(f"model.backbone.name: unknown timm model '{cfg.name}'; similar: {close}")
         try:
             self.body = timm.create_model(cfg.name, **kwargs)
-        except RuntimeError as err:
-            if "Unknown model" in str(err):
-                close = timm.list_models(f"*{cfg.name.split('_')[0]}*")[:8]
-                raise ValueError(f"model.backbone.name: unknown timm model '{cfg.name}'; similar: {close}") from err
-            raise
+        except IndexError as err:  # timm indexes its stage list with out_indices
+            raise ValueError(f"model.backbone.out_indices {list(cfg.out_indices or [])} is out of range for "
+                             f"{cfg.name}: {err}") from None
         reductions = self.body.feature_info.reduction()
         channels = self.body.feature_info.channels()
         # stages finer than the pixel features cost a lot and add little: skip them

@@ -42,6 +42,7 @@ class SegOutput(NamedTuple):
 class SuperpixelSegmenter(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        _check_sizes(cfg)
         self.cfg = cfg
         self.stride, self.cell = cfg.pixel_stride, cfg.cell
         self.backbone = Backbone(cfg.backbone, min_stride=cfg.pixel_stride)
@@ -141,6 +142,21 @@ class SuperpixelSegmenter(nn.Module):
         b, h, w = ids.shape
         s = self.stride
         return ids[:, :, None, :, None].expand(b, h, s, w, s).reshape(b, h * s, w * s)
+
+
+def _check_sizes(cfg: ModelConfig) -> None:
+    """Raise ``ValueError`` naming the ``model.*`` size that cannot build a model."""
+    sizes = {
+        "num_classes": cfg.num_classes, "pixel_stride": cfg.pixel_stride, "cell": cfg.cell, "channels": cfg.channels,
+        "tokenizer.heads": cfg.tokenizer.heads, "transformer.dim": cfg.transformer.dim,
+        "transformer.heads": cfg.transformer.heads,
+    }
+    for key, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"model.{key} must be >= 1, got {value}")
+    for key, value in {"tokenizer.iters": cfg.tokenizer.iters, "transformer.layers": cfg.transformer.layers}.items():
+        if value < 0:  # 0 is an ablation: no local iterations / no global layers
+            raise ValueError(f"model.{key} must be >= 0, got {value}")
 
 
 def _cells_to_nhwc(x: Tensor, cell: int) -> Tensor:

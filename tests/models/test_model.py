@@ -112,6 +112,17 @@ def test_config_variants_and_errors():
         build_model({"backbone": {"name": "resnet_does_not_exist"}})
     with pytest.raises(FileNotFoundError, match="checkpoint"):
         build_model({"backbone": {"name": "resnet18", "checkpoint": "/nonexistent/weights.pth"}})
+    with pytest.raises(ValueError, match=r"similar: \['resnet18'"):
+        build_model({"backbone": {"name": "resnet_18x"}})
+    with pytest.raises(ValueError, match="model.backbone.out_indices"):
+        build_model({"backbone": {"name": "resnet18", "out_indices": [5]}})
+    for key, section in (("cell", {"cell": 0}), ("tokenizer.heads", {"tokenizer": {"heads": 0}}),
+                         ("pixel_stride", {"pixel_stride": 0})):
+        with pytest.raises(ValueError, match=f"model.{key} must be >= 1"):
+            build_model({"backbone": {"name": "resnet18"}, **section})
+    ablation = build_model({"backbone": {"name": "resnet18"}, "channels": 32, "tokenizer": {"iters": 0},
+                            "transformer": {"layers": 0, "dim": 32, "heads": 2}})
+    assert ablation(torch.randn(1, 3, 64, 64)).probs.shape == (1, 19, 64, 64)
 
 
 def test_backbone_checkpoint_is_loaded_from_a_local_file(tmp_path):

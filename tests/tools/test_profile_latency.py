@@ -68,12 +68,13 @@ def test_bf16_autocast_and_backbone_baseline(tool, config, tmp_path):
 @pytest.mark.skipif(not (FIXTURES / "cityscapes_mini").is_dir(), reason="shared fixtures not available")
 def test_end_to_end_mode_on_real_images(tool, config, tmp_path, capsys):
     out = tmp_path / "e2e.json"
-    rc = tool.main(["--config", str(config), "--size", "64", "128", "--dataset", "val", "--baselines", "none",
+    rc = tool.main(["--config", str(config), "--size", "64", "128", "--dataset", "val",  # default baselines
                     "--warmup", "0", "--iters", "2", "--no-flops", "--json", str(out)])
     assert rc == 0
-    (row,) = json.loads(out.read_text())
+    (row,) = json.loads(out.read_text())  # the backbone baseline (features, no class scores) is left out
     assert row["mode"] == "end-to-end" and row["median_ms"] > 0
-    assert "inside the timer" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "inside the timer" in printed and "leaves out the 'backbone' baseline" in printed
 
 
 def test_end_to_end_cuda_graphs_need_compile(tool, config, capsys):
@@ -94,6 +95,14 @@ def test_clear_errors(tool, config, capsys, args, message):
     rc = tool.main(["--config", str(config), "--size", "64", "64", *args])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_flops_count_attention_on_every_device():
+    from spxseg.engine import profiling as prof
+
+    q = torch.randn(1, 2, 64, 16)
+    flops = prof.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))
+    assert flops == 2 * (2 * 2 * 64 * 64 * 16)  # QK^T and AV, 2 FLOPs per multiply-add (was 0 on the CPU)
 
 
 def test_timing_helpers():
