@@ -332,7 +332,8 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
                 bar.close()
                 close_logs()
                 if is_main:
-                    print(f"\nstopped by signal {stop.received} at iteration {iteration}; "
+                    received = f"signal {stop.received}" if stop.received is not None else "a signal to another rank"
+                    print(f"\nstopped by {received} at iteration {iteration}; "
                           f"saved {ckpts.latest}. Resume with --resume.")
                 du.cleanup()
                 raise KeyboardInterrupt
@@ -384,7 +385,7 @@ def _truncate_log(path: Path, last_iter: int) -> None:
                 continue
         except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
             continue
-        kept.append(line)
+        kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) != len(lines):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(kept))
