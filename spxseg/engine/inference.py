@@ -62,15 +62,19 @@ def check_eval_config(cfg: EvalConfig) -> None:
         raise ValueError(f"eval.batch_size must be >= 1, got {cfg.batch_size}")
 
 
-def forward_probs(model: nn.Module, images: Tensor, channels_last: bool = False) -> Tensor:
-    """One forward pass: float32 class probabilities (B, K, H, W) for images (B, 3, H, W).
+def model_input(images: Tensor, channels_last: bool) -> Tensor:
+    """``images`` in the memory format inference feeds the model (``eval.channels_last``).
 
-    ``channels_last`` hands the model NHWC images: the backbone's convolutions then run NHWC
-    throughout (PyTorch follows the input's memory format), with the same result.
+    NHWC images make the backbone's convolutions run NHWC throughout (PyTorch follows the input's
+    memory format): faster, same result.
     """
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return model(images).probs.float()
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def forward_probs(model: nn.Module, images: Tensor, channels_last: bool = False) -> Tensor:
+    """One forward pass: float32 class probabilities (B, K, H, W) for images (B, 3, H, W), NHWC with
+    ``channels_last`` (see :func:`model_input`)."""
+    return model(model_input(images, channels_last)).probs.float()
 
 
 def window_boxes(size: tuple[int, int], crop_size: Sequence[int], stride: Sequence[int]) -> list[tuple[int, ...]]:

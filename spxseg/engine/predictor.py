@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from spxseg.config import Config, ConfigError, ModelConfig, from_dict, to_dict
 from spxseg.engine.checkpoint import load_checkpoint
-from spxseg.engine.inference import autocast_context, predict_batch, predict_probs
+from spxseg.engine.inference import autocast_context, model_input, predict_batch, predict_probs
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
 
@@ -203,7 +203,7 @@ class Segmenter:
         x, size = self.preprocess(image, rgb)
         ev = self.cfg.eval
         with autocast_context(self.device, self.amp):
-            out = self.model(x.contiguous(memory_format=torch.channels_last) if ev.channels_last else x)
+            out = self.model(model_input(x, ev.channels_last))
             if ev.mode == "whole" and not ev.flip and list(ev.scales) == [1.0]:
                 probs = F.interpolate(out.probs.float(), size=size, mode="bilinear", align_corners=False) \
                     if tuple(out.probs.shape[-2:]) != size else out.probs.float()
