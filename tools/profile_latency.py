@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg.engine import profiling as prof
-    from spxseg.models import build_model
+    from spxseg.engine.predictor import build_model_for_weights
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,11 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         print("note: end-to-end mode leaves out the 'backbone' baseline (it outputs features, not class scores)")
 
     # random weights: latency does not depend on them, and nothing may be downloaded
-    cfg.model.backbone.pretrained = False
-    cfg.model.backbone.checkpoint = None
     torch.manual_seed(0)
     ours = "spx_" + cfg.model.backbone.name
-    model = build_model(cfg.model)
+    model = build_model_for_weights(cfg.model)
     models = {ours: model}
     for name in names:
         try:
