@@ -62,6 +62,7 @@ class LossConfig:
 
 @dataclass
 class ModelConfig:
+    architecture: str = "spx"  # spx (the superpixel transformer) | fpn | deeplabv3plus (smp peers, same backbone)
     num_classes: int = 19
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pixel_stride: int = 4  # s: stride of the pixel features
@@ -98,7 +99,7 @@ class CocoConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "cityscapes"  # cityscapes | ade20k | coco
+    dataset: str = "cityscapes"  # cityscapes | ade20k | coco | camvid
     root: str = "data/cityscapes"
     train_split: str = "train"
     val_split: str = "val"
@@ -109,11 +110,14 @@ class DataConfig:
     cat_max_ratio: float = 0.75
     flip: bool = True
     photometric: bool = True
-    # normalisation (RGB, 0-255 scale)
-    mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
-    std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
+    # normalisation (RGB, 0-255 scale); None = what the backbone's ImageNet weights expect (timm's pretrained
+    # config: 127.5 / 127.5 for tf_efficientnet_lite*, the ImageNet statistics for ResNets), filled in by
+    # resolve_normalization when a config is loaded
+    mean: list[float] | None = None
+    std: list[float] | None = None
     # test pipeline: resize so the short side is this many pixels (None = keep size)
     test_short_side: int | None = None
+    test_resize_labels: bool = False  # also resize val/test labels (nearest): score at the test resolution
     num_workers: int = 4
     pin_memory: bool = True
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -327,9 +331,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = apply_overrides(data, overrides)
     where = f"{path}: " if path is not None else ""
     try:
-        return from_dict(Config, data)
-    except ConfigError as err:
+        cfg = from_dict(Config, data)
+        for key in ("mean", "std"):
+            values = getattr(cfg.data, key)
+            if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
+                rule = "3 values > 0" if key == "std" else "3 values"
+                raise ConfigError(f"data.{key}: expected {rule} (RGB, 0-255 scale), got {values}")
+        return resolve_normalization(cfg)
+    except (ConfigError, ValueError) as err:
         raise ConfigError(f"{where}{err}") from None
+
+
+def resolve_normalization(cfg: Config) -> Config:
+    """Fill ``data.mean`` / ``data.std`` left unset (None) from the backbone's timm pretrained config, in place.
+
+    Called by :func:`load_config`, the trainer and ``Segmenter``, so every pipeline, the resolved
+    ``config.yaml`` and the checkpoints hold the values the model was trained with.
+    """
+    if cfg.data.mean is None or cfg.data.std is None:
+        from spxseg.models.backbone import input_normalization  # timm: only when a value is missing
+
+        mean, std = input_normalization(cfg.model.backbone.name)
+        cfg.data.mean = mean if cfg.data.mean is None else cfg.data.mean
+        cfg.data.std = std if cfg.data.std is None else cfg.data.std
+    return cfg
 
 
 def load_tool_config(path: str | Path, overrides: list[str] | None = None,

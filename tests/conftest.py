@@ -10,6 +10,46 @@ from types import ModuleType
 import pytest
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
+# Read-only data shared next to the checkout (../shared): fixtures/, datasets/ (see their README.md files)
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The shared data folder ``../shared`` (it may be absent: tests using its contents skip then)."""
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def camvid_root(shared_dir: Path) -> Path:
+    """The real CamVid frames (``../shared/datasets/camvid``: train 367, val 101); skips when absent."""
+    root = shared_dir / "datasets" / "camvid"
+    if not root.is_dir():
+        pytest.skip(f"the shared CamVid copy is not here ({root} does not exist)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_camvid() -> Callable[..., list]:
+    """``make_camvid(root, split="train", n=2, size=(24, 32), seed=0)`` writes ``n`` random images and labels
+    (values 0..11) in the CamVid layout ``root/<split>/*.png`` + ``root/<split>annot/*.png``; returns the labels."""
+    import cv2
+    import numpy as np
+
+    def make(root: Path, split: str = "train", n: int = 2, size: tuple[int, int] = (24, 32), seed: int = 0) -> list:
+        rng = np.random.default_rng(seed)
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
+        labels = []
+        for i in range(n):
+            name = f"0001TP_{i:06d}.png"
+            cv2.imwrite(str(root / split / name), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+            lab = rng.integers(0, 12, size, dtype=np.uint8)
+            cv2.imwrite(str(root / f"{split}annot" / name), lab)
+            labels.append(lab)
+        return labels
+
+    return make
 
 
 @pytest.fixture(scope="session")

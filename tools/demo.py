@@ -3,6 +3,7 @@
 
     python tools/demo.py --config configs/cityscapes/spx_r50.yaml --checkpoint best.pth \\
         --input street.png --out demo/
+    python tools/demo.py --checkpoint work_dirs/x/model.safetensors --input street.png --out demo/
     python tools/demo.py --config configs/synthetic/spx_r18.yaml --input images/ --out demo/   # random weights
 
 Per input image <name>: <name>_overlay.png (class colours over the image),
@@ -33,8 +34,10 @@ def find_images(path: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--checkpoint", help="checkpoint (.pth); without it the model has RANDOM weights")
+    parser.add_argument("--config", help="YAML config file (default with --checkpoint: the config it was trained "
+                                          "with: stored in a .pth, the config.yaml next to a .safetensors)")
+    parser.add_argument("--checkpoint", help="checkpoint (.pth) or model.safetensors; without it the model has "
+                                             "RANDOM weights")
     parser.add_argument("--input", required=True, help="an image file or a folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -42,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
 
+    if args.config is None and args.checkpoint is None:
+        print("error: give --config, --checkpoint or both", file=sys.stderr)
+        return 2
     try:
-        cfg = load_tool_config(args.config, args.opts, args.checkpoint)
+        cfg = load_tool_config(args.config, args.opts, args.checkpoint) if args.config else None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -76,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the banner above already says it
         try:
-            seg = Segmenter.from_config(cfg, args.checkpoint, device=device)
+            if args.checkpoint is None:
+                seg = Segmenter.from_config(cfg, device=device)
+            else:  # read safely: a file that needs more than tensors and plain data is refused, nothing runs
+                seg = Segmenter.from_checkpoint(args.checkpoint, device=device, cfg=cfg, overrides=args.opts)
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

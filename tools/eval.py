@@ -2,6 +2,7 @@
 """Evaluate a checkpoint: per-class IoU table and metrics.json, optionally exported predictions.
 
     python tools/eval.py --config configs/cityscapes/spx_r50.yaml --checkpoint work_dirs/x/checkpoints/best.pth
+    python tools/eval.py --checkpoint work_dirs/x/model.safetensors   # config: work_dirs/x/config.yaml
     python tools/eval.py ... --opts eval.mode=slide eval.flip=true "eval.scales=[0.75,1.0,1.25]"
     python tools/eval.py ... --save-preds preds/    # train_ids/, color/, cityscapes_label_ids/<city>/
     torchrun --nproc_per_node=4 tools/eval.py ...   # data split over the processes, metrics summed
@@ -25,8 +26,10 @@ from spxseg.config import ConfigError, load_tool_config, to_dict  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint (.pth) written by tools/train.py")
+    parser.add_argument("--config", help="YAML config file (default: the config the checkpoint was trained with: "
+                                          "stored in a .pth, the config.yaml next to a .safetensors)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint (.pth) written by tools/train.py, or its model.safetensors weights")
     parser.add_argument("--out", help="folder for metrics.json (default: work_dirs/eval/<config name>)")
     parser.add_argument("--save-preds", metavar="DIR", help="write predictions (train ids, colour, official format)")
     parser.add_argument("--split", default="val", choices=["val", "test", "train"], help="split to evaluate")
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        cfg = load_tool_config(args.config, args.opts, args.checkpoint)
+        cfg = load_tool_config(args.config, args.opts, args.checkpoint) if args.config else None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -48,12 +51,25 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg.data import build_dataloader, build_dataset
-    from spxseg.engine.checkpoint import load_checkpoint
+    from spxseg.engine.checkpoint import (
+        build_model_for_weights,
+        config_from_checkpoint,
+        load_checkpoint,
+        load_model_weights,
+    )
     from spxseg.engine.distributed import cleanup, init_distributed
     from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
     from spxseg.engine.export import PredictionWriter
     from spxseg.engine.inference import check_eval_config, evaluate
-    from spxseg.engine.predictor import build_model_for_weights, load_model_weights
+
+    try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
+        ckpt = load_checkpoint(ckpt_path)
+        if cfg is None:
+            cfg = config_from_checkpoint(ckpt, ckpt_path, args.opts)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    config_source = str(args.config) if args.config else ckpt.get("config_file") or f"stored in {ckpt_path}"
 
     try:
         check_eval_config(cfg.eval)
@@ -70,9 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         loader = build_dataloader(dataset, cfg.eval.batch_size, train=False,
                                   num_workers=cfg.data.num_workers if args.num_workers is None else args.num_workers,
                                   pin_memory=dist_info.device.type == "cuda")
-        ckpt = load_checkpoint(ckpt_path)
         model = build_model_for_weights(cfg.model)
-        load_model_weights(model, ckpt, ckpt_path)
+        load_model_weights(model, ckpt, ckpt_path, cfg.model)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         cleanup()
@@ -95,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if is_main:
         print(format_table(metrics))
         print(f"{metrics['num_images']} images in {metrics['seconds']:.1f} s: {metrics['images_per_s']:.2f} images/s")
-        out_dir = Path(args.out) if args.out else Path("work_dirs") / "eval" / Path(args.config).stem
+        out_dir = Path(args.out) if args.out else Path("work_dirs") / "eval" / _run_name(args.config, ckpt_path)
         out_dir.mkdir(parents=True, exist_ok=True)
         record = {
             "mIoU": metrics["mIoU"], "mAcc": metrics["mAcc"], "aAcc": metrics["aAcc"], "fwIoU": metrics["fwIoU"],
@@ -103,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_classes_evaluated": metrics["num_classes_evaluated"], "absent_classes": metrics["absent_classes"],
             "num_images": metrics["num_images"], "num_pixels": metrics["num_pixels"],
             "seconds": metrics["seconds"], "images_per_s": metrics["images_per_s"],
-            "config": str(args.config), "opts": list(args.opts), "checkpoint": str(ckpt_path),
+            "config": config_source, "opts": list(args.opts), "checkpoint": str(ckpt_path),
             "iteration": ckpt.get("iteration"), "split": args.split, "dataset": cfg.data.dataset,
             "data_root": cfg.data.root, "eval": to_dict(cfg.eval), "amp": amp, "device": str(dist_info.device),
             "world_size": dist_info.world_size, "torch": torch.__version__,
@@ -115,6 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     cleanup()
     return 0
+
+
+def _run_name(config: str | None, checkpoint: Path) -> str:
+    """The config's name, else the work dir of the checkpoint (WORK_DIR/model.safetensors,
+    WORK_DIR/checkpoints/best.pth), else the checkpoint's name."""
+    if config:
+        return Path(config).stem
+    folder = checkpoint.resolve().parent
+    if folder.name == "checkpoints":
+        folder = folder.parent
+    return folder.name if (folder / "config.yaml").is_file() else checkpoint.stem
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
     python tools/export_onnx.py --config configs/cityscapes/spx_r50.yaml --checkpoint best.pth \\
         --size 1024 2048 --out spx_r50_1024x2048.onnx
+    python tools/export_onnx.py --checkpoint work_dirs/x/model.safetensors --size 1024 2048 --out x.onnx
 
 Input ``image`` (B, 3, H, W) float32, RGB normalised with the config's mean / std (stored in the
 model's metadata). Outputs ``probs`` (B, K, H, W) class probabilities, ``labels`` (B, H, W) int64
@@ -24,8 +25,10 @@ from spxseg.config import ConfigError, load_tool_config  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--checkpoint", help="checkpoint (.pth); without it the weights are RANDOM")
+    parser.add_argument("--config", help="YAML config file (default with --checkpoint: the config it was trained "
+                                          "with: stored in a .pth, the config.yaml next to a .safetensors)")
+    parser.add_argument("--checkpoint", help="checkpoint (.pth) or model.safetensors; without it the weights are "
+                                             "RANDOM")
     parser.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"), help="input size")
     parser.add_argument("--out", required=True, help="output .onnx file")
     parser.add_argument("--batch", type=int, default=1, help="batch size of the exported graph")
@@ -39,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
 
+    if args.config is None and args.checkpoint is None:
+        print("error: give --config, --checkpoint or both", file=sys.stderr)
+        return 2
     try:
-        cfg = load_tool_config(args.config, args.opts, args.checkpoint)
+        cfg = load_tool_config(args.config, args.opts, args.checkpoint) if args.config else None
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -53,15 +59,23 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from spxseg.engine.checkpoint import load_checkpoint
+    from spxseg.engine.checkpoint import (
+        build_model_for_weights,
+        config_from_checkpoint,
+        load_checkpoint,
+        load_model_weights,
+    )
     from spxseg.engine.export import compare_onnx, export_onnx
-    from spxseg.engine.predictor import build_model_for_weights, class_info, load_model_weights
+    from spxseg.engine.predictor import class_info
 
     if args.checkpoint:
-        model = build_model_for_weights(cfg.model).eval()
-        try:
-            load_model_weights(model, load_checkpoint(args.checkpoint), args.checkpoint)
-        except (ValueError, RuntimeError) as err:
+        try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
+            ckpt = load_checkpoint(args.checkpoint)
+            if cfg is None:
+                cfg = config_from_checkpoint(ckpt, args.checkpoint, args.opts)
+            model = build_model_for_weights(cfg.model).eval()
+            load_model_weights(model, ckpt, args.checkpoint, cfg.model)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:

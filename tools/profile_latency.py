@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Latency, throughput, parameters and FLOPs of the superpixel transformer and its peers.
+"""Latency, throughput, parameters and FLOPs of the config's model and its peers.
+
+The config's ``model:`` section is profiled (``architecture: spx``, ours, or an smp peer: ``fpn``,
+``deeplabv3plus``); the per-stage breakdown is for ours.
 
     python tools/profile_latency.py --config configs/cityscapes/spx_r50.yaml --size 512 1024 \\
         --device cpu --baselines backbone,deeplabv3_resnet50 --json latency.json
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg.engine import profiling as prof
-    from spxseg.engine.predictor import build_model_for_weights
+    from spxseg.engine.checkpoint import build_model_for_weights
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # random weights: latency does not depend on them, and nothing may be downloaded
     torch.manual_seed(0)
-    ours = "spx_" + cfg.model.backbone.name
+    ours = f"{cfg.model.architecture}_{cfg.model.backbone.name}"  # spx_resnet50, fpn_tf_efficientnet_lite0, ...
     model = build_model_for_weights(cfg.model)
     models = {ours: model}
     for name in names:
@@ -150,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = prof.profile_models(
         models, (h, w), args.batch, settings, warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-        flops=not args.no_flops, breakdown=None if args.no_breakdown else ours, images=images, mean_std=mean_std,
+        flops=not args.no_flops, images=images, mean_std=mean_std,
+        breakdown=None if args.no_breakdown or cfg.model.architecture != "spx" else ours,
     )
     print()
     print(prof.format_table(rows, reference=ours))

@@ -1,4 +1,4 @@
-"""Datasets (Cityscapes, ADE20K, COCO-format, synthetic street scenes), transforms, loaders.
+"""Datasets (Cityscapes, ADE20K, CamVid, COCO-format, synthetic street scenes), transforms, loaders.
 
 Main entry points: :func:`build_dataset` (config section + split -> dataset) and
 :func:`build_dataloader`. Each dataset has ``num_classes``, ``class_names``, ``palette``,
@@ -9,13 +9,16 @@ Main entry points: :func:`build_dataset` (config section + split -> dataset) and
 from .ade20k import ADE20KDataset
 from .base import SegDataset
 from .builder import (
+    DATASETS,
     EpochRandomSampler,
     SegDataLoader,
     build_dataloader,
     build_dataset,
+    dataset_class,
     eval_collate,
     train_collate,
 )
+from .camvid import CamVidDataset
 from .cityscapes import CityscapesDataset
 from .coco import CocoSegDataset
 from .errors import (
@@ -32,9 +35,11 @@ from .transforms import TestPipeline, TrainPipeline
 
 __all__ = [
     "ADE20KDataset",
+    "CamVidDataset",
     "CityscapesDataset",
     "CocoCategoryError",
     "CocoSegDataset",
+    "DATASETS",
     "DatasetError",
     "DatasetNotFoundError",
     "EpochRandomSampler",
@@ -48,6 +53,7 @@ __all__ = [
     "TrainPipeline",
     "build_dataloader",
     "build_dataset",
+    "dataset_class",
     "ensure_synthetic",
     "eval_collate",
     "generate_synthetic",

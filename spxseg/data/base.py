@@ -63,6 +63,15 @@ class SegDataset(Dataset):
         self.aug_generator: torch.Generator | None = None
         self.lut: np.ndarray | None = None
 
+    @classmethod
+    def from_config(cls, cfg, split: str, pipeline: Callable, split_dir: str, is_train: bool) -> SegDataset:
+        """The dataset for :func:`~spxseg.data.build_dataset`: ``cfg`` is the
+        :class:`~spxseg.config.DataConfig`, ``split`` the requested split (train / val / test or a
+        folder name), ``split_dir`` its folder (``data.train_split`` / ``data.val_split`` for train /
+        val) and ``is_train`` whether it is the training split. Default: ``cls(cfg.root, split,
+        pipeline, split_dir=split_dir)``; a dataset with other arguments overrides this."""
+        return cls(cfg.root, split, pipeline, split_dir=split_dir)
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

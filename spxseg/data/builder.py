@@ -31,13 +31,30 @@ from spxseg.config import DataConfig, data_config
 
 from .ade20k import ADE20KDataset
 from .base import SegDataset
+from .camvid import CamVidDataset
 from .cityscapes import CityscapesDataset
 from .coco import CocoSegDataset
 from .synthetic import ensure_synthetic
 from .transforms import TestPipeline, TrainPipeline
 
 SPLITS = ("train", "val", "test")
-DATASETS = {"cityscapes": CityscapesDataset, "ade20k": ADE20KDataset, "coco": CocoSegDataset}
+# ``data.dataset`` -> dataset class; build_dataset calls its ``from_config`` (see SegDataset.from_config)
+DATASETS: dict[str, type[SegDataset]] = {
+    "cityscapes": CityscapesDataset,
+    "ade20k": ADE20KDataset,
+    "coco": CocoSegDataset,
+    "camvid": CamVidDataset,
+}
+
+
+def dataset_class(name: str) -> type[SegDataset]:
+    """The dataset class registered for ``data.dataset`` = ``name`` (case-insensitive); its
+    ``class_names`` / ``palette`` class attributes describe the classes without reading any data
+    (empty for COCO-format data, whose classes come from the config or the json)."""
+    try:
+        return DATASETS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown data.dataset {name!r}; expected one of {sorted(DATASETS)}") from None
 
 
 def build_dataset(data_cfg: Any, split: str, augment: bool | None = None) -> SegDataset:
@@ -59,18 +76,8 @@ def build_dataset(data_cfg: Any, split: str, augment: bool | None = None) -> Seg
     ensure_synthetic(cfg)
     is_train = split == "train" or (split == cfg.train_split and split not in ("val", "test"))
     pipeline = TrainPipeline(cfg) if (is_train if augment is None else augment) else TestPipeline(cfg)
-    name = cfg.dataset.lower()
     split_dir = {"train": cfg.train_split, "val": cfg.val_split}.get(split, split)
-    if name == "cityscapes":
-        return CityscapesDataset(cfg.root, split, pipeline, split_dir=split_dir)
-    if name == "ade20k":
-        return ADE20KDataset(cfg.root, split, pipeline, split_dir=split_dir)
-    if name == "coco":
-        if not is_train and split != "val":
-            raise ValueError(f"COCO-format data has a train and a val split (data.coco.train_* / val_*), "
-                             f"not {split!r}")
-        return CocoSegDataset(cfg.root, "train" if is_train else "val", pipeline, cfg.coco)
-    raise ValueError(f"unknown data.dataset {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
+    return dataset_class(cfg.dataset).from_config(cfg, split, pipeline, split_dir=split_dir, is_train=is_train)
 
 
 def eval_collate(items: list[dict]) -> dict:

@@ -49,6 +49,14 @@ class CocoSegDataset(SegDataset):
 
     name = "COCO-format"
 
+    @classmethod
+    def from_config(cls, cfg, split: str, pipeline: Callable, split_dir: str, is_train: bool) -> CocoSegDataset:
+        """COCO-format data has a train and a val split (``data.coco.train_*`` / ``val_*``)."""
+        if not is_train and split != "val":
+            raise ValueError(f"COCO-format data has a train and a val split (data.coco.train_* / val_*), "
+                             f"not {split!r}")
+        return cls(cfg.root, "train" if is_train else "val", pipeline, cfg.coco)
+
     def __init__(self, root: str | Path, split: str, pipeline: Callable, coco_cfg) -> None:
         from pycocotools.coco import COCO
 

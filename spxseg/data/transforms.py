@@ -188,6 +188,18 @@ def pad_to(
     return image, label
 
 
+# a bare DataConfig with data.mean / std unset (None) normalises like timm's ImageNet default; configs that
+# are loaded (load_config) or trained (train) hold the backbone's own values (spxseg.config.resolve_normalization)
+IMAGENET_MEAN_255, IMAGENET_STD_255 = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+
+
+def mean_std(cfg) -> tuple[list[float], list[float]]:
+    """(mean, std) on the 0-255 scale of a DataConfig: its own, or the ImageNet default where unset."""
+    mean = IMAGENET_MEAN_255 if cfg.mean is None else cfg.mean
+    std = IMAGENET_STD_255 if cfg.std is None else cfg.std
+    return list(mean), list(std)
+
+
 def label_tensor(label: np.ndarray) -> torch.Tensor:
     """(H, W) label -> int64 tensor."""
     return torch.from_numpy(np.ascontiguousarray(label).astype(np.int64))
@@ -207,7 +219,7 @@ class TrainPipeline:
         self.cat_max_ratio = float(cfg.cat_max_ratio)
         self.flip = bool(cfg.flip)
         self.photometric = bool(cfg.photometric)
-        self.mean, self.std = list(cfg.mean), list(cfg.std)
+        self.mean, self.std = mean_std(cfg)
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> dict:
         image, label = random_resize(image, label, self.base_size, self.scale_range, rng)
@@ -220,17 +232,19 @@ class TrainPipeline:
 
 
 class TestPipeline:
-    """Optional resize (short side = ``test_short_side``) -> normalise; label at original size.
+    """Optional resize (short side = ``test_short_side``) -> normalise; label at original size, or resized
+    with the image (nearest) when ``test_resize_labels`` (scoring at the test resolution).
 
     ``__call__(image, label)`` returns ``{"image": (3, h, w) float32, "label": (H, W) int64,
-    "orig_size": (H, W)}``.
+    "orig_size": (H, W)}`` (the label's size: predictions are resized to it).
     """
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, cfg) -> None:
         self.short_side = cfg.test_short_side
-        self.mean, self.std = list(cfg.mean), list(cfg.std)
+        self.resize_labels = bool(getattr(cfg, "test_resize_labels", False))
+        self.mean, self.std = mean_std(cfg)
 
     def __call__(
         self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator | None = None
@@ -238,7 +252,10 @@ class TestPipeline:
         h, w = image.shape[:2]
         if self.short_side:
             f = float(self.short_side) / min(h, w)
-            image, _ = resize(image, None, (max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))))
+            size = (max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5)))
+            image, resized = resize(image, label if self.resize_labels else None, size)
+            if self.resize_labels:
+                label, (h, w) = resized, size
         if label is None:
             label = np.full((h, w), IGNORE, np.uint8)
         return {

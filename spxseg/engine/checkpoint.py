@@ -1,16 +1,39 @@
-"""Checkpoints: written atomically, last N kept, ``latest.pth`` and ``best.pth`` maintained."""
+"""Checkpoints, the one path by which spxseg reads and writes model files.
+
+Written atomically, last N kept, ``latest.pth`` and ``best.pth`` maintained; the shareable weights
+``model.safetensors`` written next to the run's ``config.yaml``. Every file is read safely: ``.pth``
+files with ``torch.load(weights_only=True)`` (tensors and plain data only), ``.safetensors`` files with
+safetensors; a file that would need anything else to unpickle is refused before anything in it runs.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import random
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from spxseg.config import (
+    Config,
+    ConfigError,
+    ModelConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    resolve_normalization,
+    to_dict,
+)
+
+WEIGHTS_SUFFIX = ".safetensors"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -19,6 +42,11 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     An interrupted write leaves the previous file untouched (and at worst a stray temp file). The file
     gets the permissions a plain ``open`` would give it (mkstemp's are owner-only).
     """
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """``write(f)`` into a temp file next to ``path``, fsync, rename over ``path`` (see :func:`atomic_save`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,7 +55,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     try:
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,35 +79,262 @@ def link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by the trainer (a dict with at least ``model``).
+# ----------------------------------------------------------------------------- reading, safely
 
-    Raises ``FileNotFoundError`` when it is missing and ``ValueError`` naming the file when it cannot be
-    read (truncated, not a torch file) or is not an spxseg checkpoint.
+class UnsafeCheckpointError(ValueError):
+    """A file that needs more than tensors and plain data to load; refused before anything in it ran."""
+
+
+def _legacy_numpy_rng_globals() -> list:
+    """Exactly the NumPy objects that a pickled ``np.random.get_state()`` refers to, which checkpoints written
+    before the RNG state was stored as plain data hold: the array rebuild function (under its NumPy 1 and
+    NumPy 2 module names), ``ndarray``, ``dtype`` and the uint32 dtype class (MT19937 keys). Arrays of any
+    other dtype, NumPy scalars and everything else stay refused."""
+    reconstruct = np.zeros(1, np.uint32).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
+    return [(reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct"),
+            (np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype"), type(np.dtype(np.uint32))]
+
+
+def _refusal(path: Path, err: Exception) -> UnsafeCheckpointError:
+    """A short reason from the weights-only unpickler's long message (its advice to allow-list the object, or
+    to load with ``weights_only=False``, is exactly what not to do with a file from someone else)."""
+    text = str(err)
+    detail = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
+    found = (re.search(r"GLOBAL (\S+) was not an allowed global", text)
+             or re.search(r"GLOBAL (\S+) whose module \S+ is blocked", text)
+             or re.search(r"(?:but got|unrecognized function) (<[^>]+>|\S+)", detail))
+    if found:
+        reason = f"it asks for {found.group(1)}"
+    else:
+        reason = " ".join(detail.split())[:120] or "unpickling failed"
+    return UnsafeCheckpointError(
+        f"refusing to load {path}: it holds more than tensors and plain data ({reason}), and unpickling such a file "
+        "can run code; nothing in it was run. Use checkpoints written by spxseg, or model.safetensors files.")
+
+
+def torch_load_safe(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, plus the NumPy RNG-state types of older spxseg checkpoints.
+
+    Raises :class:`UnsafeCheckpointError` (a ``ValueError`` naming the file) for anything else the file would
+    need, and ``ValueError`` when it cannot be read (truncated, not a torch file).
+    """
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_rng_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise _refusal(path, err) from None
+    except Exception as err:  # truncated, or not a torch file at all
+        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file): {err}") from None
+
+
+def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the metadata of a ``.safetensors`` file (on the CPU)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
+    except Exception as err:  # SafetensorError: bad header, truncated
+        raise ValueError(f"cannot read weights file {path} (truncated or not a safetensors file): {err}") from None
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint written by the trainer (a dict with at least ``model``), or a ``model.safetensors``
+    weights file: then ``model`` holds its tensors and ``config`` the ``config.yaml`` next to it (else the
+    config stored in its metadata), ``config_file`` that file's path.
+
+    Raises ``FileNotFoundError`` when it is missing, :class:`UnsafeCheckpointError` when it needs more than
+    tensors and plain data to load, and ``ValueError`` naming the file when it cannot be read (truncated, not
+    a torch file) or is not an spxseg checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # truncated, or not a torch file at all
-        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file): {err}") from err
+    if path.suffix == WEIGHTS_SUFFIX:
+        return _weights_file(path)
+    ckpt = torch_load_safe(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not an spxseg checkpoint: expected a dict with a 'model' state_dict, got {keys}")
     return ckpt
 
 
+def _weights_file(path: Path) -> dict:
+    state, meta = load_safetensors(path)
+    ckpt: dict[str, Any] = {"model": state, "config": None, "config_file": None}
+    if meta.get("iteration", "").isdigit():
+        ckpt["iteration"] = int(meta["iteration"])
+    beside = path.with_name("config.yaml")
+    if beside.is_file():
+        ckpt["config"], ckpt["config_file"] = load_yaml(beside), str(beside)
+    elif meta.get("config"):
+        try:
+            ckpt["config"] = json.loads(meta["config"])
+        except ValueError:
+            pass
+    return ckpt
+
+
+def config_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", overrides: list[str] | None = None) -> Config:
+    """The :class:`Config` a checkpoint was trained with (its stored ``config``; for a ``.safetensors`` file the
+    ``config.yaml`` next to it), with dotted ``overrides`` applied."""
+    if not isinstance(ckpt.get("config"), dict):
+        where = "no config.yaml next to it" if Path(path).suffix == WEIGHTS_SUFFIX else "it stores no config"
+        raise ConfigError(f"{path}: {where}; pass the training config explicitly (e.g. --config)")
+    data = apply_overrides(ckpt["config"], overrides)
+    try:
+        return resolve_normalization(from_dict(Config, data))
+    except ConfigError as err:
+        source = ckpt.get("config_file") or f"the config stored in {path}"
+        raise ConfigError(f"{source}: does not match this version of spxseg (or --opts): {err}") from None
+
+
+# ----------------------------------------------------------------------------- model weights
+
+# model config keys that only say how the backbone was initialised before training: a full checkpoint
+# replaces those weights, so they do not have to match
+_INIT_ONLY = ("model.backbone.pretrained", "model.backbone.checkpoint")
+
+
+def _flatten(data: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix.rstrip("."): data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def config_differences(stored: dict | None, model_cfg: ModelConfig | None) -> list[tuple[str, Any, Any]]:
+    """``(key, value in the stored config, value in model_cfg)`` for the ``model.*`` keys that differ."""
+    if not isinstance(stored, dict) or not isinstance(stored.get("model"), dict) or model_cfg is None:
+        return []
+    theirs, ours = _flatten(stored["model"], "model."), _flatten(to_dict(model_cfg), "model.")
+    norm = (lambda v: list(v) if isinstance(v, tuple) else v)  # noqa: E731 - YAML/torch give lists, dataclasses tuples
+    return [(key, theirs[key], ours[key]) for key in ours
+            if key in theirs and key not in _INIT_ONLY and norm(theirs[key]) != norm(ours[key])]
+
+
+def _few(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def weights_mismatch(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
+                     stored_config: dict | None = None, model_cfg: ModelConfig | None = None) -> str | None:
+    """Why ``state`` does not fit ``model``, in at most ten lines, or ``None`` when it fits.
+
+    The file, how many keys are missing / unexpected / of another shape, the first few of each, and the
+    ``model.*`` config values that differ when the file carries its config (``stored_config``).
+    """
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    shapes = [key for key in own if key in state and tuple(state[key].shape) != tuple(own[key].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+    lines = [f"weights in {path} do not fit the model built from the config (another backbone, width or number "
+             f"of classes?): {len(missing)} keys missing, {len(unexpected)} unexpected, {len(shapes)} of another shape"]
+    if missing:
+        lines.append(f"  missing:    {_few(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected: {_few(unexpected)}")
+    if shapes:
+        lines.append("  shape:      " + _few([f"{key} {list(state[key].shape)} in the file, {list(own[key].shape)} "
+                                              "in the model" for key in shapes], 2))
+    diffs = config_differences(stored_config, model_cfg)
+    if diffs:
+        lines.append("  trained with " + _few([f"{key}={a!r} (this config: {b!r})" for key, a, b in diffs], 3))
+    lines.append("  use the config it was trained with (stored in a training checkpoint, the config.yaml next to a "
+                 f"{WEIGHTS_SUFFIX} file; the tools take it when --config is left out)")
+    return "\n".join(lines)
+
+
+def load_model_weights(model: nn.Module, ckpt: dict, path: str | Path = "checkpoint",
+                       model_cfg: ModelConfig | None = None) -> None:
+    """Load ``ckpt["model"]`` into ``model`` strictly (``module.`` / ``_orig_mod.`` prefixes stripped).
+
+    Raises ``RuntimeError`` with the short :func:`weights_mismatch` message when the weights do not fit
+    (``model_cfg``, the config ``model`` was built from, lets it name the config values that differ).
+    """
+    state = {}
+    for key, value in ckpt["model"].items():
+        for prefix in ("module.", "_orig_mod."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        state[key] = value
+    problem = weights_mismatch(model, state, path, ckpt.get("config"), model_cfg)
+    if problem:
+        raise RuntimeError(problem)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # pragma: no cover - keys and shapes fit; e.g. a tensor of another kind
+        first = str(err).strip().splitlines()[-1].strip()[:300]
+        raise RuntimeError(f"weights in {path} do not fit the model built from the config: {first}") from None
+
+
+def build_model_for_weights(model_cfg: ModelConfig) -> nn.Module:
+    """The model of ``model_cfg`` without its backbone initialisation (no ImageNet download, no
+    ``backbone.checkpoint`` file needed): for loading a full checkpoint over it."""
+    import copy
+
+    from spxseg.models import build_model
+
+    cfg = copy.deepcopy(model_cfg)
+    cfg.backbone.pretrained = False
+    cfg.backbone.checkpoint = None
+    return build_model(cfg)
+
+
+def save_weights(model: nn.Module | dict[str, torch.Tensor], path: str | Path, cfg: Config | None = None,
+                 iteration: int | None = None) -> Path:
+    """Write the model weights as a ``.safetensors`` file, atomically: tensors only, nothing that runs.
+
+    The metadata holds ``format=pt``, the ``iteration`` and the config as JSON (used when no ``config.yaml``
+    lies next to the file); the trainer writes it next to the run's ``config.yaml``.
+    """
+    from safetensors.torch import save
+
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    # own copies: safetensors refuses tensors that share memory (tied or sliced parameters)
+    tensors = {key: value.detach().to("cpu", copy=True).contiguous() for key, value in state.items()}
+    meta = {"format": "pt", "producer": "spxseg"}
+    if iteration is not None:
+        meta["iteration"] = str(iteration)
+    if cfg is not None:
+        meta["config"] = json.dumps(to_dict(cfg))
+    data = save(tensors, metadata=meta)
+    _atomic_write(path, lambda f: f.write(data))
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- random state
+
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The Python, NumPy, torch (and CUDA) random states as tensors and plain data (loads with weights_only).
+
+    Python's is ``random.getstate()`` (a tuple of ints); NumPy's the MT19937 dict of
+    ``np.random.get_state(legacy=False)`` with its key array as an int64 tensor.
+    """
+    np_state = np.random.get_state(legacy=False)
+    np_state = {**np_state, "state": {**np_state["state"],
+                                      "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64))}}
+    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Restore :func:`rng_state` (or the raw NumPy / Python state objects of checkpoints written before it)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    np_state = state["numpy"]
+    if isinstance(np_state, dict):  # the plain form; a tuple is np.random.get_state()'s own (older checkpoints)
+        key = np_state["state"]["key"]
+        key = key.numpy() if isinstance(key, torch.Tensor) else np.asarray(key)
+        np_state = {**np_state, "state": {**np_state["state"], "key": key.astype(np.uint32)}}
+    np.random.set_state(np_state)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -8,6 +8,9 @@ image resolution::
     DIR/cityscapes_label_ids/<city>/<city>_<seq>_<frame>_leftImg8bit.png   (Cityscapes only)
     DIR/ade20k_submission/<name>.png    class index + 1, 0 = other        (ADE20K only)
 
+For CamVid, ``train_ids/`` already is the dataset's own label format (class indices 0..10, named
+like the input images, as in ``<split>annot/``), so nothing else is written.
+
 The Cityscapes files hold official *label ids* (``road`` = 7, ...), one folder per city, named
 after the input image, which is what ``cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling``
 and the benchmark server expect: point ``CITYSCAPES_RESULTS`` at ``DIR/cityscapes_label_ids``
@@ -80,7 +83,8 @@ class PredictionWriter:
     Args:
         out_dir: output root ``DIR``.
         palette: colours of the train ids, for ``color/``.
-        dataset: ``cityscapes`` adds ``cityscapes_label_ids/``, ``ade20k`` adds ``ade20k_submission/``.
+        dataset: ``cityscapes`` adds ``cityscapes_label_ids/``, ``ade20k`` adds ``ade20k_submission/``
+            (for ``camvid`` ``train_ids/`` is the dataset's label format already).
         color: also write the colour PNGs.
     """
 
@@ -138,6 +142,8 @@ class PredictionWriter:
                     f"CITYSCAPES_RESULTS={self.cityscapes_dir} csEvalPixelLevelSemanticLabeling"
         elif self.dataset == "ade20k":
             text += ", ade20k_submission/)"
+        elif self.dataset == "camvid":
+            text += "): train_ids/ are CamVid label PNGs (class indices 0..10, named like <split>annot/)"
         else:
             text += ")"
         return text

@@ -3,7 +3,7 @@
 Example::
 
     from spxseg import Segmenter
-    seg = Segmenter.from_checkpoint("work_dirs/spx_r50/checkpoints/best.pth")
+    seg = Segmenter.from_checkpoint("work_dirs/spx_r50/checkpoints/best.pth")  # or WORK_DIR/model.safetensors
     labels = seg.predict(cv2.imread("street.png"))             # (H, W) uint8 train ids, BGR input
     labels, superpixels = seg.predict_with_superpixels(rgb_image, rgb=True)
 """
@@ -22,8 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spxseg.config import Config, ConfigError, ModelConfig, from_dict, to_dict
-from spxseg.engine.checkpoint import load_checkpoint
+from spxseg.config import Config, resolve_normalization, to_dict
+from spxseg.engine.checkpoint import (  # noqa: F401 - build_model_for_weights re-exported for older imports
+    build_model_for_weights,
+    config_from_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+)
 from spxseg.engine.inference import autocast_context, model_input, predict_batch, predict_probs
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
@@ -33,62 +38,20 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def config_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> Config:
-    """The :class:`Config` stored under ``config`` in a checkpoint."""
-    if not isinstance(ckpt.get("config"), dict):
-        raise ValueError(f"{path} stores no config; pass the training config explicitly (e.g. --config)")
-    try:
-        return from_dict(Config, ckpt["config"])
-    except ConfigError as err:
-        raise ConfigError(f"{path}: the stored config does not match this version of spxseg: {err}") from None
-
-
-def load_model_weights(model: nn.Module, ckpt: dict, path: str | Path = "checkpoint") -> None:
-    """Load ``ckpt["model"]`` into ``model`` strictly (``module.`` / ``_orig_mod.`` prefixes stripped)."""
-    state = {}
-    for key, value in ckpt["model"].items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        state[key] = value
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        hint = ""
-        if isinstance(ckpt.get("config"), dict) and "model" in ckpt["config"]:
-            hint = f"\nthe checkpoint was trained with model config {ckpt['config']['model']}"
-        raise RuntimeError(
-            f"weights in {path} do not fit the model built from the config (different backbone, "
-            f"channels or number of classes?); use the training config.{hint}\n{err}"
-        ) from None
-
-
-def build_model_for_weights(model_cfg: ModelConfig) -> nn.Module:
-    """The model of ``model_cfg`` without its backbone initialisation (no ImageNet download, no
-    ``backbone.checkpoint`` file needed): for loading a full checkpoint over it."""
-    cfg = copy.deepcopy(model_cfg)
-    cfg.backbone.pretrained = False
-    cfg.backbone.checkpoint = None
-    return build_model(cfg)
-
-
 def class_info(cfg: Config, num_classes: int | None = None) -> tuple[list[str], list[Color]]:
     """Class names and palette for ``cfg.data.dataset`` without reading the dataset from disk."""
     k = num_classes if num_classes is not None else cfg.model.num_classes
     names: list[str] | None = None
     palette: list[Color] | None = None
     dataset = cfg.data.dataset.lower()
+    from spxseg.data.builder import dataset_class
+
     try:
-        if dataset == "cityscapes":
-            from spxseg.data import cityscapes as mod
-        elif dataset == "ade20k":
-            from spxseg.data import ade20k as mod
-        else:
-            mod = None
-        if mod is not None:
-            names, palette = list(mod.CLASS_NAMES), [tuple(c) for c in mod.PALETTE]
-    except (ImportError, AttributeError):  # pragma: no cover - data package layout changed
-        names = palette = None
+        cls = dataset_class(dataset)
+    except ValueError:  # not a registered dataset: numbered classes, default palette
+        cls = None
+    if cls is not None and cls.class_names:
+        names, palette = list(cls.class_names), [tuple(c) for c in cls.palette]
     if dataset == "coco" and cfg.data.coco.class_names:
         names = list(cfg.data.coco.class_names)
     if names is None or len(names) != k:
@@ -115,19 +78,26 @@ class Segmenter:
                  amp: str = "none") -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
-        self.cfg = cfg
+        self.cfg = resolve_normalization(copy.deepcopy(cfg))  # data.mean / std unset: the backbone's
         self.amp = amp
         self.class_names, self.palette = class_info(cfg)
         self.superpixels: np.ndarray | None = None  # superpixel map (H, W) of the last prediction
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: torch.device | str | None = None,
-                        cfg: Config | None = None, amp: str = "none") -> Segmenter:
-        """Build the model from the config stored in the checkpoint (or ``cfg``) and load its weights."""
+                        cfg: Config | None = None, amp: str = "none", overrides: list[str] | None = None
+                        ) -> Segmenter:
+        """Build the model from the config the checkpoint was trained with (or ``cfg``) and load its weights.
+
+        ``path`` is a training checkpoint (``.pth``, its config stored inside) or a ``model.safetensors``
+        weights file (its config the ``config.yaml`` next to it); ``overrides`` (``"eval.flip=true"``, ...)
+        apply to that config. A file that would need more than tensors and plain data to load is refused
+        (``ValueError`` naming it) without running anything.
+        """
         ckpt = load_checkpoint(path)
-        cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path)
+        cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path, overrides)
         model = build_model_for_weights(cfg.model)
-        load_model_weights(model, ckpt, path)
+        load_model_weights(model, ckpt, path, cfg.model)
         return cls(model, cfg, device=device, amp=amp)
 
     @classmethod
@@ -136,7 +106,7 @@ class Segmenter:
         """Model from ``cfg``; weights from ``checkpoint`` when given, else random (warns)."""
         if checkpoint is not None:
             model = build_model_for_weights(cfg.model)
-            load_model_weights(model, load_checkpoint(checkpoint), checkpoint)
+            load_model_weights(model, load_checkpoint(checkpoint), checkpoint, cfg.model)
         else:
             model = build_model(cfg.model)
             warnings.warn("Segmenter built without a checkpoint: the model has RANDOM weights", stacklevel=2)

@@ -22,14 +22,21 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from spxseg.config import Config, save_config, to_dict
+from spxseg.config import Config, resolve_normalization, save_config, to_dict
 from spxseg.data import build_dataloader, build_dataset
 from spxseg.engine import distributed as du
-from spxseg.engine.checkpoint import CheckpointManager, load_checkpoint, rng_state, set_rng_state
+from spxseg.engine.checkpoint import (
+    CheckpointManager,
+    load_checkpoint,
+    load_model_weights,
+    rng_state,
+    save_weights,
+    set_rng_state,
+)
 from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
 from spxseg.engine.inference import autocast_context, check_eval_config, evaluate
 from spxseg.engine.optim import build_optimizer, build_scheduler
-from spxseg.models import build_model, segmentation_loss
+from spxseg.models import build_model, model_loss
 
 
 class TrainingStopped(RuntimeError):
@@ -42,6 +49,10 @@ STOP_AGREE_EVERY = 10
 
 # the checkpoint entries a run needs to resume (weights-only files can initialise a model, not resume)
 RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "iteration", "rng")
+
+# the weights to hand to others, in WORK_DIR next to config.yaml: tensors only (safetensors), no pickle.
+# FINAL_WEIGHTS at the end of training, BEST_WEIGHTS whenever checkpoints/best.pth is written
+FINAL_WEIGHTS, BEST_WEIGHTS = "model.safetensors", "model_best.safetensors"
 
 
 def check_train_config(cfg: Config) -> None:
@@ -131,6 +142,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
     """
     tc = cfg.train
     check_train_config(cfg)
+    resolve_normalization(cfg)  # the backbone's mean / std, written into config.yaml and the checkpoints
     dist_info = du.init_distributed(tc.device)
     device, is_main = dist_info.device, dist_info.is_main
     work_dir = Path(work_dir)
@@ -183,10 +195,9 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
                 raise ValueError(f"--resume: {path} is not a training checkpoint (no {', '.join(missing)}); "
                                  "weights-only files can initialise a model (tools/eval.py, Segmenter), not resume")
             try:
-                model.load_state_dict(ckpt["model"])
+                load_model_weights(model, ckpt, path, cfg.model)
             except RuntimeError as err:
-                raise ValueError(f"--resume: the weights in {path} do not fit the model of this config "
-                                 f"(another backbone, width or number of classes?)\n{err}") from None
+                raise ValueError(f"--resume: {err}") from None
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             if ckpt["scaler"]:  # empty when the run had no fp16 scaler (train.amp was none or bf16)
@@ -239,6 +250,8 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
                 "iteration": iteration, "best_miou": best_miou, "rng": rngs, "config": to_dict(cfg),
             }
             ckpts.save(state, iteration, is_best=is_best)
+            if is_best:  # the weights to share, next to config.yaml (see save_weights)
+                save_weights(model, work_dir / BEST_WEIGHTS, cfg, iteration)
 
     def run_eval(iteration: int) -> dict:
         nonlocal best_miou
@@ -274,7 +287,7 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
                 with (nullcontext() if sync else ddp_model.no_sync()):
                     with autocast_context(device, tc.amp):
                         out = ddp_model(images)
-                    loss = segmentation_loss(out, labels, cfg.model.loss, cfg.model.pixel_stride)
+                    loss = model_loss(out, labels, cfg.model)
                     scaler.scale(loss.total / tc.accum_steps).backward()
                 terms = torch.stack([loss.total, loss.pixel, loss.superpixel]).detach()
                 nonfinite |= ~torch.isfinite(terms).all()
@@ -344,9 +357,10 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
     if metrics.pop("is_best"):
         save(iteration, is_best=True)
     if is_main:
+        save_weights(model, work_dir / FINAL_WEIGHTS, cfg, iteration)
         print(format_table(metrics))
         summary = {**metrics, "iteration": iteration, "work_dir": str(work_dir),
-                   "checkpoint": str(ckpts.latest)}
+                   "checkpoint": str(ckpts.latest), "weights": str(work_dir / FINAL_WEIGHTS)}
         (work_dir / "metrics.json").write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
     close_logs()
     du.cleanup()

@@ -1,44 +1,73 @@
-"""timm feature backbones."""
+"""timm feature backbones: creation, offline weights, and the input normalisation they expect."""
 
 from __future__ import annotations
 
 import difflib
-from pathlib import Path
 
 import timm
 from torch import Tensor, nn
 
 from spxseg.config import BackboneConfig
+from spxseg.models.weights import load_backbone_weights
+
+# timm's default for models without a pretrained config (RGB, 0-1 scale)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise ``ValueError`` for a name timm does not know, with the closest ones."""
+    if not timm.is_model(name):  # also accepts pretrained tags (resnet50.a1_in1k)
+        close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.5)
+        raise ValueError(f"model.backbone.name: unknown timm model '{name}'; similar: {close}")
+
+
+def input_normalization(name: str) -> tuple[list[float], list[float]]:
+    """(mean, std) on the 0-255 RGB scale that the backbone's ImageNet weights were trained with.
+
+    From timm's pretrained config for ``name`` (``tf_efficientnet_lite0``: 127.5 / 127.5; ResNets:
+    the ImageNet statistics); timm's ImageNet default for a model without one.
+    """
+    check_backbone_name(name)
+    try:
+        pcfg = timm.get_pretrained_cfg(name)
+    except (RuntimeError, ValueError):  # a name timm builds but has no pretrained config for
+        pcfg = None
+    mean = getattr(pcfg, "mean", None) or IMAGENET_MEAN
+    std = getattr(pcfg, "std", None) or IMAGENET_STD
+    return [round(255.0 * m, 4) for m in mean], [round(255.0 * s, 4) for s in std]
+
+
+def create_features(cfg: BackboneConfig, **kwargs) -> nn.Module:
+    """``timm.create_model(cfg.name, features_only=True, **kwargs)`` with the weights ``cfg`` asks for.
+
+    ``cfg.checkpoint``: a local timm-format or EfficientNet-PyTorch file, loaded strictly
+    (:func:`~spxseg.models.weights.load_backbone_weights`), offline. ``cfg.pretrained``: timm's
+    ImageNet weights (downloads them). Neither: random weights.
+    """
+    check_backbone_name(cfg.name)
+    if cfg.out_indices is not None:
+        kwargs["out_indices"] = tuple(cfg.out_indices)
+    try:
+        body = timm.create_model(cfg.name, features_only=True, pretrained=cfg.pretrained and not cfg.checkpoint,
+                                 **kwargs)
+    except IndexError as err:  # timm indexes its stage list with out_indices
+        raise ValueError(f"model.backbone.out_indices {list(cfg.out_indices or [])} is out of range for "
+                         f"{cfg.name}: {err}") from None
+    if cfg.checkpoint:
+        load_backbone_weights(body, cfg.checkpoint)
+    return body
 
 
 class Backbone(nn.Module):
     """A timm model with ``features_only=True``, keeping the stages at stride >= ``min_stride``.
 
     Weights: random by default; ImageNet weights through timm with ``pretrained``; or a local
-    file with ``checkpoint`` (timm's own loader, so classifier keys are dropped), which works
-    offline.
+    file with ``checkpoint`` (see :func:`create_features`), which works offline.
     """
 
     def __init__(self, cfg: BackboneConfig, min_stride: int = 4) -> None:
         super().__init__()
-        kwargs: dict = {"features_only": True}
-        if cfg.checkpoint:
-            path = Path(cfg.checkpoint).expanduser()
-            if not path.is_file():
-                raise FileNotFoundError(f"model.backbone.checkpoint: no such file: {path}")
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(path)})
-        else:
-            kwargs["pretrained"] = cfg.pretrained
-        if cfg.out_indices is not None:
-            kwargs["out_indices"] = tuple(cfg.out_indices)
-        if not timm.is_model(cfg.name):  # also accepts pretrained tags (resnet50.a1_in1k)
-            close = difflib.get_close_matches(cfg.name, timm.list_models(), n=6, cutoff=0.5)
-            raise ValueError(f"model.backbone.name: unknown timm model '{cfg.name}'; similar: {close}")
-        try:
-            self.body = timm.create_model(cfg.name, **kwargs)
-        except IndexError as err:  # timm indexes its stage list with out_indices
-            raise ValueError(f"model.backbone.out_indices {list(cfg.out_indices or [])} is out of range for "
-                             f"{cfg.name}: {err}") from None
+        self.body = create_features(cfg)
         reductions = self.body.feature_info.reduction()
         channels = self.body.feature_info.channels()
         # stages finer than the pixel features cost a lot and add little: skip them
@@ -56,10 +85,3 @@ class Backbone(nn.Module):
         """(B, 3, H, W) -> one (B, C_i, H / r_i, W / r_i) map per kept stage."""
         feats = self.body(x)
         return [feats[i] for i in self.keep]
-
-
-def backbone_only(cfg: BackboneConfig) -> nn.Module:
-    """The bare timm feature extractor, for comparing latency against the full model."""
-    return timm.create_model(cfg.name, features_only=True, pretrained=False)
-
-

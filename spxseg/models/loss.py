@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from spxseg.config import LossConfig
+from spxseg.config import LossConfig, ModelConfig
 from spxseg.models import superpixel_ops as ops
+from spxseg.models.peer_decoders import DenseOutput
 from spxseg.models.spx_transformer import SegOutput
 
 
@@ -79,3 +80,22 @@ def segmentation_loss(
     superpixel = (per_sp * has_labels).sum() / has_labels.sum().clamp_min(1.0)
     total = pixel + cfg.superpixel_weight * superpixel
     return LossTerms(total, pixel, superpixel)
+
+
+def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> LossTerms:
+    """Pixel cross-entropy of a peer decoder's logits (mean over labelled pixels; 0 when there are none)."""
+    if labels.shape[-2:] != out.logits.shape[-2:]:
+        raise ValueError(
+            f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.logits.shape[-2:])} differ in size"
+        )
+    labelled = (labels != cfg.ignore_index).sum().clamp_min(1)
+    pixel = F.cross_entropy(out.logits.float().contiguous(), labels.contiguous(), ignore_index=cfg.ignore_index,
+                            reduction="sum") / labelled
+    return LossTerms(pixel, pixel, torch.zeros_like(pixel))
+
+
+def model_loss(out: SegOutput | DenseOutput, labels: Tensor, cfg: ModelConfig) -> LossTerms:
+    """The training loss of either architecture: :func:`segmentation_loss` for ours, cross-entropy for peers."""
+    if isinstance(out, DenseOutput):
+        return cross_entropy_loss(out, labels, cfg.loss)
+    return segmentation_loss(out, labels, cfg.loss, cfg.pixel_stride)

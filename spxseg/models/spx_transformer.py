@@ -8,13 +8,13 @@ association-weighted mixture of the 9 neighbouring superpixels' class distributi
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spxseg.config import ModelConfig, model_config
+from spxseg.config import ModelConfig
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.backbone import Backbone
 from spxseg.models.pixel_decoder import PixelDecoder
@@ -163,8 +163,3 @@ def _cells_to_nhwc(x: Tensor, cell: int) -> Tensor:
     """(B, Gh, Gw, cell*cell, C) -> (B, Gh*cell, Gw*cell, C), contiguous."""
     b, gh, gw, _, c = x.shape
     return x.view(b, gh, gw, cell, cell, c).transpose(2, 3).reshape(b, gh * cell, gw * cell, c)
-
-
-def build_model(cfg: Any = None) -> SuperpixelSegmenter:
-    """Build the model from a :class:`ModelConfig`, a whole config, or a (partial) dict."""
-    return SuperpixelSegmenter(model_config(cfg if cfg is not None else {}))

@@ -34,3 +34,28 @@ def test_dataset_info_missing_root(tmp_path: Path, capsys: pytest.CaptureFixture
         load_tool("dataset_info").main(["--config", str(cfg)])
     out = capsys.readouterr().out
     assert err.value.code == 1 and "unavailable" in out and "leftImg8bit" in out
+
+
+def test_dataset_info_camvid(tmp_path: Path, capsys: pytest.CaptureFixture, load_tool, make_camvid) -> None:
+    make_camvid(tmp_path / "camvid", "train", n=3)
+    make_camvid(tmp_path / "camvid", "val", n=2, seed=1)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {{dataset: camvid, root: {tmp_path / 'camvid'}}}\n")
+    load_tool("dataset_info").main(["--config", str(cfg), "--splits", "train", "val", "test"])
+    out = capsys.readouterr().out
+    assert "train: 3 images" in out and "val: 2 images" in out
+    assert "test: unavailable" in out and str(tmp_path / "camvid" / "test") in out
+    rows = [ln for ln in out.splitlines() if re.match(r"^\s*\d+  ", ln)]
+    assert len(rows) == 12  # 11 classes + ignore (void)
+    assert rows[0].split()[1] == "sky" and rows[10].split()[1] == "bicyclist" and "ignore (255)" in rows[11]
+    assert float(re.findall(r"([\d.]+)%", rows[11])[0]) > 0  # the void pixels
+
+
+def test_dataset_info_camvid_shared(capsys: pytest.CaptureFixture, load_tool, camvid_root: Path,
+                                    tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {{dataset: camvid, root: {camvid_root}}}\n")
+    load_tool("dataset_info").main(["--config", str(cfg), "--max-images", "2"])
+    out = capsys.readouterr().out
+    assert "train: 367 images" in out and "val: 101 images" in out
+    assert len([ln for ln in out.splitlines() if re.match(r"^\s*\d+  ", ln)]) == 12

@@ -1,0 +1,95 @@
+"""Standard decoders from segmentation-models-pytorch on our timm backbones, for fair comparisons.
+
+``model.architecture: fpn`` or ``deeplabv3plus`` builds ``smp.FPN`` / ``smp.DeepLabV3Plus`` with the
+timm encoder ``tu-<model.backbone.name>`` and the same backbone weights as our model
+(``model.backbone.checkpoint``, loaded by the same strict loader, or timm's ImageNet weights with
+``pretrained``). They train with pixel cross-entropy (ignore ``model.loss.ignore_index``) through the
+same trainer, evaluator and inference modes: their output has the ``probs`` our model returns.
+Needs the optional extra: ``pip install 'spxseg[peers]'``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spxseg.config import ModelConfig
+from spxseg.models.backbone import check_backbone_name
+from spxseg.models.weights import load_backbone_weights
+
+PEER_ARCHITECTURES = {"fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus"}
+
+
+class DenseOutput(NamedTuple):
+    """Result of a peer decoder for images (B, 3, H, W).
+
+    probs: (B, K, H, W) class probabilities, ``logits.softmax(1)``.
+    logits: (B, K, H, W) class scores (what the cross-entropy loss reads).
+    """
+
+    probs: Tensor
+    logits: Tensor
+
+
+class PeerSegmenter(nn.Module):
+    """An smp decoder on a timm backbone, padding inputs to the encoder's stride like our model does.
+
+    ``backbone`` is the timm feature extractor (``net.encoder.model``), so the optimiser's backbone
+    learning rate and the profiler's ``backbone`` baseline treat it as they treat ours.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        try:
+            import segmentation_models_pytorch as smp
+        except ImportError as err:
+            raise ImportError(f"model.architecture={cfg.architecture!r} needs segmentation-models-pytorch: "
+                              f"pip install 'spxseg[peers]' ({err})") from None
+        check_backbone_name(cfg.backbone.name)
+        if cfg.backbone.out_indices is not None:
+            raise ValueError(f"model.backbone.out_indices is not used by model.architecture={cfg.architecture!r} "
+                             "(smp picks the encoder stages); leave it unset")
+        self.cfg = cfg
+        arch = getattr(smp, PEER_ARCHITECTURES[cfg.architecture])
+        self.net = arch(encoder_name=f"tu-{cfg.backbone.name}", encoder_weights=None, classes=cfg.num_classes)
+        if cfg.backbone.pretrained and not cfg.backbone.checkpoint:  # timm's ImageNet weights, as for our model
+            import timm
+
+            pretrained = timm.create_model(cfg.backbone.name, features_only=True, pretrained=True)
+            self.backbone.load_state_dict(pretrained.state_dict(), strict=False)
+        if cfg.backbone.checkpoint:
+            load_backbone_weights(self.backbone, cfg.backbone.checkpoint)
+        # FPN merges stages at strides 4..32; DeepLabV3+ has output stride 16 with dilation
+        self.size_multiple = 32
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.net.encoder.model
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters split for the optimiser: backbone / head, and no-decay (norms, biases)."""
+        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("backbone", "backbone_no_decay", "head",
+                                                                 "head_no_decay")}
+        backbone = {id(p) for p in self.backbone.parameters()}
+        for param in self.parameters():
+            if param.requires_grad:
+                part = "backbone" if id(param) in backbone else "head"
+                groups[part + ("_no_decay" if param.ndim <= 1 else "")].append(param)
+        return groups
+
+    def forward(self, images: Tensor) -> DenseOutput:
+        """images (B, 3, H, W), normalised, any H, W >= 32."""
+        height, width = images.shape[-2:]
+        m = self.size_multiple
+        pad_h, pad_w = (-height) % m, (-width) % m
+        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+        logits = self.net(x)[:, :, :height, :width]
+        return DenseOutput(probs=logits.float().softmax(1), logits=logits)
+
+
+def build_peer(cfg: ModelConfig) -> PeerSegmenter:
+    """The peer decoder named by ``cfg.architecture`` (a copy of ``cfg`` is kept on the model)."""
+    return PeerSegmenter(copy.deepcopy(cfg))
