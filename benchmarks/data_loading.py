@@ -40,8 +40,8 @@ def write_frames(root: Path, n: int, size: tuple[int, int] = (1024, 2048)) -> No
         img = np.clip(img + rng.normal(0, 3.0, img.shape), 0, 255).astype(np.uint8)
         lab = cv2.resize(lab, size[::-1], interpolation=cv2.INTER_NEAREST_EXACT)
         stem = f"{city}_{i:06d}_000019"
-        write_png(root / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png", img)
-        write_png(root / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png", lab)
+        write_png(root / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png", img, rgb=True)
+        write_png(root / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png", lab, rgb=False)
 
 
 def main() -> None:

@@ -367,30 +367,27 @@ def load_tool_config(path: str | Path, overrides: list[str] | None = None,
     return cfg
 
 
-def model_config(cfg: Any) -> ModelConfig:
-    """Accept a :class:`ModelConfig`, a whole :class:`Config`, or a (partial) dict of either."""
-    if isinstance(cfg, ModelConfig):
+def _section(cfg: Any, name: str, cls: type) -> Any:
+    """Section ``name`` (of dataclass ``cls``) from itself, a whole :class:`Config`, or a (partial) dict of either."""
+    if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, Config):
-        return cfg.model
+        return getattr(cfg, name)
     if isinstance(cfg, dict):
-        if "model" in cfg:
-            return from_dict(Config, cfg).model
-        return from_dict(ModelConfig, cfg, prefix="model.")
-    raise TypeError(f"expected ModelConfig, Config or dict, got {type(cfg).__name__}")
+        if name in cfg:
+            return getattr(from_dict(Config, cfg), name)
+        return from_dict(cls, cfg, prefix=f"{name}.")
+    raise TypeError(f"expected {cls.__name__}, Config or dict, got {type(cfg).__name__}")
+
+
+def model_config(cfg: Any) -> ModelConfig:
+    """Accept a :class:`ModelConfig`, a whole :class:`Config`, or a (partial) dict of either."""
+    return _section(cfg, "model", ModelConfig)
 
 
 def data_config(cfg: Any) -> DataConfig:
     """Accept a :class:`DataConfig`, a whole :class:`Config`, or a (partial) dict of either."""
-    if isinstance(cfg, DataConfig):
-        return cfg
-    if isinstance(cfg, Config):
-        return cfg.data
-    if isinstance(cfg, dict):
-        if "data" in cfg:
-            return from_dict(Config, cfg).data
-        return from_dict(DataConfig, cfg, prefix="data.")
-    raise TypeError(f"expected DataConfig, Config or dict, got {type(cfg).__name__}")
+    return _section(cfg, "data", DataConfig)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

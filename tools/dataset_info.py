@@ -17,7 +17,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spxseg.config import load_config  # noqa: E402
-from spxseg.data import build_dataset  # noqa: E402
+from spxseg.data import build_dataset, ensure_synthetic  # noqa: E402
 
 
 def histogram(ds, max_images: int | None, desc: str) -> np.ndarray:
@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.opts)
     print(f"dataset: {cfg.data.dataset}  root: {cfg.data.root}")
+    try:
+        ensure_synthetic(cfg.data)  # the explicit generation step, as in tools/train.py
+    except ValueError as err:  # e.g. a synthetic size below 32x32
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     results = {}
     for split in args.splits:
         try:

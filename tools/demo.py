@@ -67,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from spxseg.data.io import read_image
+    from spxseg.data.io import read_image, write_png
     from spxseg.engine.distributed import resolve_device
-    from spxseg.engine.export import write_png
     from spxseg.engine.predictor import Segmenter
     from spxseg.engine.visualize import draw_boundaries, legend, make_panel, overlay, superpixel_mean_colors
 

@@ -8,12 +8,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spxseg.config import ConfigError, load_config  # noqa: E402
+
+
+def is_first_process() -> bool:
+    """Whether this is the process that writes a missing synthetic set: the only one, or under torchrun
+    local rank 0 (one per machine; on a shared folder the first complete set to land wins). The other
+    ranks wait for it at the trainer's first barrier before they read ``data.root``."""
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work_dir = args.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(args.config).stem)
 
+    from spxseg.data import ensure_synthetic
     from spxseg.engine.trainer import TrainingStopped, train
 
     try:
+        if is_first_process():
+            # data.synthetic.generate: write a missing set first (the other ranks wait for it)
+            ensure_synthetic(cfg.data, progress=not args.no_progress)
         train(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
     except TrainingStopped as err:
         print(f"error: {err}", file=sys.stderr)

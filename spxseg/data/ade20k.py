@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import SegDataset, make_lut
-from .errors import DatasetNotFoundError, MissingLabelError
+from .base import SegDataset, dataset_root, make_lut, pair_with_labels
+from .errors import DatasetNotFoundError
 
 # fmt: off
 CLASS_NAMES = [
@@ -77,12 +77,8 @@ class ADE20KDataset(SegDataset):
     palette = PALETTE
     name = "ADE20K"
 
-    def __init__(
-        self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None
-    ) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise DatasetNotFoundError(f"ADE20K root {root} does not exist; expected the layout {LAYOUT}")
+    def __init__(self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None) -> None:
+        root = dataset_root(root, self.name, LAYOUT)
         base = root / "ADEChallengeData2016"
         if not base.is_dir() and (root / "images").is_dir():
             base = root  # ROOT is ADEChallengeData2016 itself
@@ -96,12 +92,7 @@ class ADE20KDataset(SegDataset):
         images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not images:
             raise DatasetNotFoundError(f"no .jpg images in {img_dir}; expected {LAYOUT}")
-        items = []
-        for img in images:
-            ann = ann_dir / (img.stem + ".png")
-            if not ann.is_file():
-                raise MissingLabelError(f"image {img} has no label: expected {ann}")
-            items.append((img, ann))
+        items = pair_with_labels(images, lambda img: ann_dir / (img.stem + ".png"))
         super().__init__(items, pipeline, split=split, root=root)
         self.lut = make_lut({k: k - 1 for k in range(1, 151)}, valid=[0])
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import LabelValueError
+from .errors import DatasetNotFoundError, LabelValueError, MissingLabelError
 from .io import read_image, read_label
 from .transforms import IGNORE
 
@@ -27,6 +27,29 @@ def make_lut(mapping: dict[int, int], valid: list[int] | range | None = None) ->
     for k, v in mapping.items():
         lut[k] = v
     return lut
+
+
+def dataset_root(root: str | Path, name: str, layout: str) -> Path:
+    """``root`` as a Path; :class:`DatasetNotFoundError` naming the expected ``layout`` when it is not a folder."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{name} root {root} does not exist; expected the layout {layout}")
+    return root
+
+
+def pair_with_labels(
+    images: list[Path], label_of: Callable[[Path], Path], label_dir: Path | None = None
+) -> list[tuple[Path, Path]]:
+    """``(image, label_of(image))`` for each image; an image whose label file is missing raises
+    :class:`MissingLabelError` naming both (and ``label_dir`` when that folder does not exist)."""
+    items = []
+    for img in images:
+        ann = label_of(img)
+        if not ann.is_file():
+            where = "" if label_dir is None or label_dir.is_dir() else f" (the label folder {label_dir} does not exist)"
+            raise MissingLabelError(f"image {img} has no label: expected {ann}{where}")
+        items.append((img, ann))
+    return items
 
 
 class SegDataset(Dataset):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import SegDataset, make_lut
-from .errors import DatasetNotFoundError, MissingLabelError
+from .base import SegDataset, dataset_root, make_lut, pair_with_labels
+from .errors import DatasetNotFoundError
 
 CLASS_NAMES = [
     "sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian", "bicyclist",
@@ -35,11 +35,9 @@ class CamVidDataset(SegDataset):
     def __init__(
         self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None
     ) -> None:
-        root = Path(root)
+        root = dataset_root(root, self.name, LAYOUT)
         split_dir = split_dir or split
         img_dir, ann_dir = root / split_dir, root / f"{split_dir}annot"
-        if not root.is_dir():
-            raise DatasetNotFoundError(f"CamVid root {root} does not exist; expected the layout {LAYOUT}")
         if not img_dir.is_dir():
             raise DatasetNotFoundError(
                 f"CamVid split directory {img_dir} does not exist (split {split_dir!r}); expected the layout {LAYOUT}"
@@ -47,13 +45,7 @@ class CamVidDataset(SegDataset):
         images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() == ".png" and p.is_file())
         if not images:
             raise DatasetNotFoundError(f"no .png images in {img_dir}; expected the layout {LAYOUT}")
-        items = []
-        for img in images:
-            ann = ann_dir / img.name
-            if not ann.is_file():
-                where = "" if ann_dir.is_dir() else f" (the label folder {ann_dir} does not exist)"
-                raise MissingLabelError(f"image {img} has no label: expected {ann}{where}")
-            items.append((img, ann))
+        items = pair_with_labels(images, lambda img: ann_dir / img.name, label_dir=ann_dir)
         super().__init__(items, pipeline, split=split, root=root)
         self.lut = make_lut({c: c for c in range(len(CLASS_NAMES))}, valid=[VOID])
 

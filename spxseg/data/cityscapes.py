@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import SegDataset, make_lut
+from .base import SegDataset, dataset_root, make_lut
 from .errors import DatasetNotFoundError, MissingLabelError
 
 # fmt: off
@@ -66,12 +66,10 @@ class CityscapesDataset(SegDataset):
         prefer_train_ids: bool = True,
         split_dir: str | None = None,
     ) -> None:
-        root = Path(root)
+        root = dataset_root(root, self.name, LAYOUT)
         split_dir = split_dir or split
         img_dir = root / "leftImg8bit" / split_dir
         gt_dir = root / "gtFine" / split_dir
-        if not root.is_dir():
-            raise DatasetNotFoundError(f"Cityscapes root {root} does not exist; expected the layout {LAYOUT}")
         if not img_dir.is_dir():
             raise DatasetNotFoundError(
                 f"Cityscapes split directory {img_dir} does not exist (split {split_dir!r}); "

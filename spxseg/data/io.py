@@ -84,12 +84,20 @@ def read_label(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(lab)
 
 
-def write_png(path: str | Path, array: np.ndarray, rgb: bool = True) -> None:
-    """Write ``array`` (H, W[, 3]) as PNG; RGB input is converted to OpenCV's BGR order."""
+def write_png(path: str | Path, array: np.ndarray, *, rgb: bool) -> Path:
+    """Write ``array`` as PNG, creating missing folders; returns ``path``.
+
+    ``array`` is a (H, W) map (uint8 / uint16) or an (H, W, 3) image, in RGB order when ``rgb``
+    (converted to OpenCV's BGR), else already in BGR. ``rgb`` has no default: every caller says
+    which order its pixels are in.
+    """
     path = Path(path)
+    array = np.ascontiguousarray(array)
     if array.ndim == 3 and rgb:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"cannot encode {path} as PNG")
+    path.parent.mkdir(parents=True, exist_ok=True)
     buf.tofile(str(path))
+    return path

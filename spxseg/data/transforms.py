@@ -231,6 +231,36 @@ class TrainPipeline:
         return {"image": img_t, "label": lab_t}
 
 
+def short_side_size(hw: Sequence[int], short_side: int | None) -> tuple[int, int]:
+    """(H, W) rescaled so that its short side is ``short_side`` (aspect ratio kept, rounded to the
+    nearest pixel); unchanged when ``short_side`` is 0 / None."""
+    h, w = int(hw[0]), int(hw[1])
+    if not short_side:
+        return h, w
+    f = float(short_side) / min(h, w)
+    return max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5))
+
+
+def preprocess_image(
+    image: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    short_side: int | None = None,
+    size_hw: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Test-time preprocessing of one image, the same for the datasets (:class:`TestPipeline`),
+    :class:`~spxseg.engine.predictor.Segmenter` and the latency profiler's end-to-end path.
+
+    RGB (H, W, 3) on the 0-255 scale (as :func:`~spxseg.data.io.read_image` returns it) -> float32
+    tensor (3, h, w): resized (bilinear) to ``size_hw`` = (h, w) when given, else so that the short
+    side is ``short_side`` (:func:`short_side_size`; no resize when it is 0 / None), then
+    normalised ``(x - mean) / std`` (:func:`normalize`).
+    """
+    size = short_side_size(image.shape[:2], short_side) if size_hw is None else (int(size_hw[0]), int(size_hw[1]))
+    image, _ = resize(np.ascontiguousarray(image), None, size)
+    return normalize(image, mean, std)
+
+
 class TestPipeline:
     """Optional resize (short side = ``test_short_side``) -> normalise; label at original size, or resized
     with the image (nearest) when ``test_resize_labels`` (scoring at the test resolution).
@@ -250,16 +280,15 @@ class TestPipeline:
         self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator | None = None
     ) -> dict:
         h, w = image.shape[:2]
-        if self.short_side:
-            f = float(self.short_side) / min(h, w)
-            size = (max(1, int(h * f + 0.5)), max(1, int(w * f + 0.5)))
-            image, resized = resize(image, label if self.resize_labels else None, size)
-            if self.resize_labels:
-                label, (h, w) = resized, size
+        size = short_side_size((h, w), self.short_side)
+        if self.resize_labels:
+            if label is not None and (h, w) != size:
+                label = cv2.resize(label, (size[1], size[0]), interpolation=LABEL_INTERP)
+            h, w = size
         if label is None:
             label = np.full((h, w), IGNORE, np.uint8)
         return {
-            "image": normalize(image, self.mean, self.std),
+            "image": preprocess_image(image, self.mean, self.std, size_hw=size),
             "label": label_tensor(label),
             "orig_size": (h, w),
         }

@@ -95,7 +95,7 @@ def _legacy_numpy_rng_globals() -> list:
             (np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype"), type(np.dtype(np.uint32))]
 
 
-def _refusal(path: Path, err: Exception) -> UnsafeCheckpointError:
+def _refusal(path: Path, err: Exception) -> ValueError:
     """A short reason from the weights-only unpickler's long message (its advice to allow-list the object, or
     to load with ``weights_only=False``, is exactly what not to do with a file from someone else)."""
     text = str(err)
@@ -106,7 +106,11 @@ def _refusal(path: Path, err: Exception) -> UnsafeCheckpointError:
     if found:
         reason = f"it asks for {found.group(1)}"
     else:
+        with open(path, "rb") as f:
+            is_pickle = f.read(1) == b"\x80"  # PROTO: a pickle (of a protocol / opcodes the safe loader refuses)
         reason = " ".join(detail.split())[:120] or "unpickling failed"
+        if not is_pickle:  # garbage, not a program
+            return ValueError(f"cannot read checkpoint {path} (truncated or not a torch file): {reason}")
     return UnsafeCheckpointError(
         f"refusing to load {path}: it holds more than tensors and plain data ({reason}), and unpickling such a file "
         "can run code; nothing in it was run. Use checkpoints written by spxseg, or model.safetensors files.")

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from spxseg.data import io
+from spxseg.data.io import write_png
 from spxseg.engine.visualize import Color, colorize
 
 # Official cityscapesScripts labels.py: train id -> label id for the 19 evaluated classes
@@ -67,14 +67,6 @@ def cityscapes_result_name(image_path: str | Path) -> tuple[str, str]:
     if not stem.endswith(CITYSCAPES_IMG_SUFFIX):
         stem = "_".join(parts[:3]) + CITYSCAPES_IMG_SUFFIX
     return city, stem + ".png"
-
-
-def write_png(path: str | Path, array: np.ndarray, rgb: bool = False) -> Path:
-    """Write a (H, W) uint8 map or an (H, W, 3) image (RGB when ``rgb``) as PNG, creating folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    io.write_png(path, np.ascontiguousarray(array), rgb=rgb)
-    return path
 
 
 class PredictionWriter:
@@ -119,15 +111,15 @@ class PredictionWriter:
         if name in self._names:
             raise ValueError(f"two predictions for images named {name!r}; file names must be unique")
         self._names.add(name)
-        files = [write_png(self.out_dir / "train_ids" / f"{name}.png", pred)]
+        files = [write_png(self.out_dir / "train_ids" / f"{name}.png", pred, rgb=False)]
         if self.color:
             files.append(write_png(self.out_dir / "color" / f"{name}.png", colorize(pred, self.palette), rgb=True))
         if self.dataset == "cityscapes":
             city, fname = cityscapes_result_name(image_path)
-            files.append(write_png(self.cityscapes_dir / city / fname, train_ids_to_label_ids(pred)))
+            files.append(write_png(self.cityscapes_dir / city / fname, train_ids_to_label_ids(pred), rgb=False))
         elif self.dataset == "ade20k":
             files.append(write_png(self.out_dir / "ade20k_submission" / f"{name}.png",
-                                   np.where(pred == 255, 0, pred.astype(np.int32) + 1).astype(np.uint8)))
+                                   np.where(pred == 255, 0, pred.astype(np.int32) + 1).astype(np.uint8), rgb=False))
         self.count += 1
         return files
 

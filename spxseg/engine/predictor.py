@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.config import Config, resolve_normalization, to_dict
+from spxseg.data.io import read_image
+from spxseg.data.transforms import mean_std, preprocess_image
 from spxseg.engine.checkpoint import (  # noqa: F401 - build_model_for_weights re-exported for older imports
     build_model_for_weights,
     config_from_checkpoint,
@@ -124,11 +126,10 @@ class Segmenter:
     def preprocess(self, image: np.ndarray | str | Path, rgb: bool = False) -> tuple[Tensor, tuple[int, int]]:
         """Image (H, W, 3) uint8 BGR (OpenCV order; RGB when ``rgb``), grey (H, W), or a file path ->
         normalised (1, 3, h, w) tensor on the device, and the original size (H, W)."""
-        if isinstance(image, (str, Path)):
-            data = cv2.imread(str(image), cv2.IMREAD_COLOR)
-            if data is None:
+        if isinstance(image, (str, Path)):  # read as the datasets read it (EXIF orientation ignored)
+            if not Path(image).is_file():
                 raise FileNotFoundError(f"cannot read image {image}")
-            image, rgb = data, False
+            image, rgb = read_image(image), True
         image = np.asarray(image)
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, -1)
@@ -137,17 +138,8 @@ class Segmenter:
         image = image[..., :3]
         if not rgb:
             image = image[..., ::-1]
-        h, w = image.shape[:2]
-        short = self.cfg.data.test_short_side
-        if short:
-            f = float(short) / min(h, w)
-            image = cv2.resize(np.ascontiguousarray(image), (max(1, int(w * f + 0.5)), max(1, int(h * f + 0.5))),
-                               interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, torch.float32)
-        mean = torch.tensor(self.cfg.data.mean, device=self.device, dtype=torch.float32)
-        std = torch.tensor(self.cfg.data.std, device=self.device, dtype=torch.float32)
-        x = ((x - mean) / std).permute(2, 0, 1).unsqueeze(0).contiguous()
-        return x, (h, w)
+        x = preprocess_image(image, *mean_std(self.cfg.data), short_side=self.cfg.data.test_short_side)
+        return x.unsqueeze(0).to(self.device), image.shape[:2]
 
     # ------------------------------------------------------------------ prediction
 

@@ -401,24 +401,21 @@ def end_to_end_callable(model_fn: Callable[[Tensor], Any], images: Sequence[np.n
     """A callable running one image (cycling through ``images``) through the whole inference path.
 
     Inside the timer: resize of the decoded RGB uint8 image to ``size`` (OpenCV, bilinear), float
-    conversion and normalisation, host-to-device copy, the forward, bilinear resize of the class
+    conversion and normalisation (:func:`spxseg.data.transforms.preprocess_image`, as in evaluation
+    and ``Segmenter``), host-to-device copy, the forward, bilinear resize of the class
     scores back to the original resolution, argmax, and the device-to-host copy of the label map
     (which also synchronises). Outside the timer: reading and decoding the files.
     """
-    import cv2
+    from spxseg.data.transforms import preprocess_image
 
     device = settings.torch_device
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     state = {"i": 0}
 
     def run() -> np.ndarray:
         image = images[state["i"] % len(images)]
         state["i"] += 1
         orig = image.shape[:2]
-        resized = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(resized).permute(2, 0, 1).unsqueeze(0).float()
-        x = ((x - mean_t) / std_t).to(device, non_blocking=True)
+        x = preprocess_image(image, mean, std, size_hw=size).unsqueeze(0).to(device, non_blocking=True)
         if settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), settings.autocast():

@@ -152,13 +152,11 @@ def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, p
         save_config(cfg, work_dir / "config.yaml")
     seed_everything(tc.seed + dist_info.rank, tc.deterministic)
 
-    # data; the rank-0 process creates the synthetic set first if it has to be generated
+    # data; a missing synthetic set is written before train() (tools/train.py, on local rank 0): the
+    # barrier keeps the other ranks from reading data.root before it is there
     # roles, not folder names: "train" reads data.train_split with augmentation, "val" data.val_split without
-    if is_main:
-        train_set = build_dataset(cfg.data, "train")
     du.barrier()
-    if not is_main:
-        train_set = build_dataset(cfg.data, "train")
+    train_set = build_dataset(cfg.data, "train")
     val_set = build_dataset(cfg.data, "val")
     if train_set.num_classes != cfg.model.num_classes:
         raise ValueError(

@@ -1,11 +1,11 @@
-"""Model components: backbone, pixel decoder, superpixel ops, tokenizer, transformer, the model, peers."""
+"""Model components: backbone, pixel decoder, superpixel ops, tokenizer, global transformer, the model, peers."""
 
 from spxseg.models.factory import ARCHITECTURES, build_model
 from spxseg.models.loss import LossTerms, model_loss, segmentation_loss, superpixel_targets
-from spxseg.models.peer_decoders import DenseOutput, PeerSegmenter
-from spxseg.models.spx_transformer import SegOutput, SuperpixelSegmenter
+from spxseg.models.peer_decoders import DenseOutput, PeerModel
+from spxseg.models.superpixel_model import SegOutput, SuperpixelModel
 
 __all__ = [
-    "ARCHITECTURES", "DenseOutput", "LossTerms", "PeerSegmenter", "SegOutput", "SuperpixelSegmenter", "build_model",
+    "ARCHITECTURES", "DenseOutput", "LossTerms", "PeerModel", "SegOutput", "SuperpixelModel", "build_model",
     "model_loss", "segmentation_loss", "superpixel_targets",
 ]

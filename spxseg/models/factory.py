@@ -9,7 +9,7 @@ from torch import nn
 
 from spxseg.config import model_config
 from spxseg.models.peer_decoders import PEER_ARCHITECTURES, build_peer
-from spxseg.models.spx_transformer import SuperpixelSegmenter
+from spxseg.models.superpixel_model import SuperpixelModel
 
 ARCHITECTURES = ("spx", *PEER_ARCHITECTURES)
 
@@ -22,7 +22,7 @@ def build_model(cfg: Any = None) -> nn.Module:
     """
     cfg = model_config(cfg if cfg is not None else {})
     if cfg.architecture == "spx":
-        return SuperpixelSegmenter(cfg)
+        return SuperpixelModel(cfg)
     if cfg.architecture in PEER_ARCHITECTURES:
         return build_peer(cfg)
     close = difflib.get_close_matches(cfg.architecture, ARCHITECTURES, n=1, cutoff=0.5)

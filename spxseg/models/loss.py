@@ -11,7 +11,7 @@ from torch import Tensor
 from spxseg.config import LossConfig, ModelConfig
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.peer_decoders import DenseOutput
-from spxseg.models.spx_transformer import SegOutput
+from spxseg.models.superpixel_model import SegOutput
 
 
 def superpixel_targets(

@@ -34,7 +34,7 @@ class DenseOutput(NamedTuple):
     logits: Tensor
 
 
-class PeerSegmenter(nn.Module):
+class PeerModel(nn.Module):
     """An smp decoder on a timm backbone, padding inputs to the encoder's stride like our model does.
 
     ``backbone`` is the timm feature extractor (``net.encoder.model``), so the optimiser's backbone
@@ -90,6 +90,6 @@ class PeerSegmenter(nn.Module):
         return DenseOutput(probs=logits.float().softmax(1), logits=logits)
 
 
-def build_peer(cfg: ModelConfig) -> PeerSegmenter:
+def build_peer(cfg: ModelConfig) -> PeerModel:
     """The peer decoder named by ``cfg.architecture`` (a copy of ``cfg`` is kept on the model)."""
-    return PeerSegmenter(copy.deepcopy(cfg))
+    return PeerModel(copy.deepcopy(cfg))

@@ -96,7 +96,7 @@ def fold_neighbors(contrib: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- cell layout
 
 
-def neighbor_logits_cells(pix_cells: Tensor, neighbors: Tensor, valid: Tensor, channels_first: bool = False) -> Tensor:
+def neighbor_logits_cells(pix_cells: Tensor, neighbors: Tensor, valid: Tensor) -> Tensor:
     """Dot products of every pixel with its 9 neighbour superpixels.
 
     Associations in cell layout are neighbour-major, (..., 9, n): a softmax over the
@@ -104,21 +104,14 @@ def neighbor_logits_cells(pix_cells: Tensor, neighbors: Tensor, valid: Tensor, c
     (over 10x faster on CPU than a softmax over an innermost axis of size 9).
 
     Args:
-        pix_cells: (B, Gh, Gw, *, n, d) pixel features in cell layout, or (B, Gh, Gw, *, d, n) with
-            ``channels_first`` (the fast layout here: a plain batched GEMM, several times faster on CPU
-            than reading the pixels transposed); without the ``*`` dims, shared by all of them.
-        neighbors: (B, Gh, Gw, *, 9, d), e.g. from :func:`gather_neighbors` (``*``: optional heads,
-            all dotted with the same pixels in one matmul).
+        pix_cells: (B, Gh, Gw, *, n, d) pixel features in cell layout.
+        neighbors: (B, Gh, Gw, *, 9, d), e.g. from :func:`gather_neighbors` (``*``: optional heads).
         valid: (Gh, Gw, 9) from :func:`neighbor_valid`.
     Returns:
         (B, Gh, Gw, *, 9, n) logits, ``-inf`` for neighbours outside the grid.
     """
     inner = neighbors.shape[3:-2]
-    rhs = pix_cells if channels_first else pix_cells.transpose(-1, -2)
-    if inner and rhs.dim() == 5:  # pixels shared by all heads: one matmul, no broadcast copy
-        logits = (neighbors.flatten(3, -2) @ rhs).unflatten(3, (*inner, 9))
-    else:
-        logits = neighbors @ rhs
+    logits = neighbors @ pix_cells.transpose(-1, -2)
     mask = valid.view(valid.shape[0], valid.shape[1], *([1] * len(inner)), 9, 1)
     return logits.masked_fill(~mask, float("-inf"))
 
@@ -133,16 +126,11 @@ def pooled_sums(assoc_cells: Tensor, pix_cells: Tensor) -> tuple[Tensor, Tensor]
 
     Args:
         assoc_cells: (B, Gh, Gw, *, 9, n), already multiplied by any validity mask.
-        pix_cells: (B, Gh, Gw, *, n, d), or (B, Gh, Gw, n, d) shared by all the ``*`` (heads) of
-            the association: then one matmul serves them all, without a broadcast copy of the pixels.
+        pix_cells: (B, Gh, Gw, *, n, d).
     Returns:
         total (B, Gh, Gw, *, d) and mass (B, Gh, Gw, *, 1).
     """
-    inner = assoc_cells.shape[3:-2]
-    if inner and pix_cells.dim() == 5:
-        weighted = (assoc_cells.flatten(3, -2) @ pix_cells).unflatten(3, (*inner, 9))
-    else:
-        weighted = assoc_cells @ pix_cells  # (B, Gh, Gw, *, 9, d): what each cell sends each neighbour
+    weighted = assoc_cells @ pix_cells  # (B, Gh, Gw, *, 9, d): what each cell sends each neighbour
     mass = assoc_cells.sum(dim=-1, keepdim=True)  # (B, Gh, Gw, *, 9, 1)
     # the neighbour axis next to the grid (a view), one fold for every head at once
     return fold_neighbors(weighted.movedim(-2, 3)), fold_neighbors(mass.movedim(-2, 3))

@@ -4,7 +4,8 @@ Each iteration is a soft k-means / SSN step written as attention: every pixel at
 9 superpixels around its cell (association ``A``), and every superpixel becomes the
 association-weighted mean of the pixels that reach it. All tensors are in the cell layout of
 :mod:`spxseg.models.superpixel_ops`: pixels (B, Gh, Gw, n, C) with n = cell², superpixels
-channels-last (B, Gh, Gw, C).
+channels-last (B, Gh, Gw, C). The maths is ARCHITECTURE.md, Superpixel tokenizer; the shortcuts here
+(see each method) are tested against its plain formulation, :mod:`spxseg.models.tokenizer_reference`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.models import superpixel_ops as ops
-
-
-class FeedForward(nn.Sequential):
-    def __init__(self, dim: int, ratio: float, dropout: float = 0.0) -> None:
-        hidden = int(dim * ratio)
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+from spxseg.models.layers import FeedForward
 
 
 class TokenizerIteration(nn.Module):

@@ -1,15 +1,26 @@
-"""Synthetic street scenes: determinism, Cityscapes layout and label ids, auto-generation, CLI."""
+"""Synthetic street scenes: determinism, Cityscapes layout and label ids, explicit generation, CLI."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spxseg.data import CityscapesDataset, build_dataset, ensure_synthetic, generate_synthetic, render_scene
+from spxseg.data import (
+    CityscapesDataset,
+    DatasetNotFoundError,
+    build_dataset,
+    ensure_synthetic,
+    generate_synthetic,
+    render_scene,
+)
 from spxseg.data.cityscapes import LABEL_IDS
 from spxseg.data.synthetic import MARKER, SYNTHETIC_CLASSES
+
+# sha256 over (relative path + bytes) of the PNGs of generate_synthetic(train=2, val=1, size=(64, 128), seed=0)
+GOLDEN_SHA256 = "PLACEHOLDER"
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -58,7 +69,7 @@ def test_readable_by_cityscapes_loader_with_label_ids(tmp_path: Path) -> None:
     assert len(val) == 2
 
 
-def test_build_dataset_generates_when_missing(tmp_path: Path) -> None:
+def test_ensure_synthetic_generates_when_missing(tmp_path: Path) -> None:
     root = tmp_path / "data" / "synthetic"
     cfg = {
         "dataset": "cityscapes",
@@ -67,6 +78,10 @@ def test_build_dataset_generates_when_missing(tmp_path: Path) -> None:
         "crop_size": [64, 128],
         "synthetic": {"generate": True, "train": 2, "val": 1, "size": [64, 128], "seed": 3},
     }
+    with pytest.raises(DatasetNotFoundError, match="tools/train.py"):
+        build_dataset(cfg, "train")  # building a dataset never writes
+    assert not root.parent.exists()
+    assert ensure_synthetic(cfg, progress=False) is True  # the explicit generation step
     ds = build_dataset(cfg, "train")
     assert len(ds) == 2 and (root / MARKER).is_file()
     assert [p.name for p in root.parent.iterdir()] == ["synthetic"]  # no temp folder left behind
@@ -78,8 +93,19 @@ def test_build_dataset_generates_when_missing(tmp_path: Path) -> None:
     assert len(build_dataset(cfg, "val")) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert ensure_synthetic(dict(cfg, root=str(empty))) is True  # an empty folder counts as missing
-    assert (empty / MARKER).is_file()
+    assert ensure_synthetic(dict(cfg, root=str(empty)), progress=False) is True  # an empty folder counts as missing
+    assert (empty / MARKER).is_file() and files(empty) == files(root)  # the same seed: the same bytes
+    assert ensure_synthetic(dict(cfg, root=str(tmp_path / "off"), synthetic={"generate": False})) is False
+    assert not (tmp_path / "off").exists()
+
+
+def test_generated_set_is_unchanged(tmp_path: Path) -> None:
+    """The bytes of a set for a given seed are fixed: the quickstart numbers depend on them."""
+    root = generate_synthetic(tmp_path / "s", train=2, val=1, size=(64, 128), seed=0, progress=False)
+    digest = hashlib.sha256()
+    for name, data in files(root).items():
+        digest.update(name.encode() + data)
+    assert digest.hexdigest() == GOLDEN_SHA256
 
 
 def test_make_synthetic_cli(tmp_path: Path, capsys, load_tool) -> None:

@@ -4,12 +4,11 @@ The tokenizer never materialises the normalised pixel queries (norm statistics m
 scalars, affine parameters to the keys), pools the pixel features before the value projection, and
 reads the pixels channels-first; the pixel decoder folds its BatchNorm into the conv in eval mode and
 accumulates the projections with GEMMs; the model resizes probabilities channels-last. Each must give
-what the plain formulation of DESIGN §1 gives.
+what the plain formulation of ARCHITECTURE.md, Model math gives; for the tokenizer that formulation is
+:func:`spxseg.models.tokenizer_reference.reference_tokenizer`.
 """
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -19,39 +18,7 @@ from spxseg import build_model
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.pixel_decoder import PixelDecoder
 from spxseg.models.tokenizer import SuperpixelTokenizer
-
-
-def reference_tokenizer(tok: SuperpixelTokenizer, pix: torch.Tensor, valid: torch.Tensor):
-    """DESIGN §1.3 as written: explicit per-head LN(Wq F), LN(Wk S), softmax, pool(A, Wv F), FFN."""
-    b, gh, gw, n, c = pix.shape
-    heads, d = tok.heads, c // tok.heads
-    grid_valid = ops.neighbor_valid(gh, gw)
-    sp = (valid @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
-
-    def query_value(pix):
-        q, v = tok.pix_qv(pix).chunk(2, -1)
-        split = (b, gh, gw, n, heads, d)
-        return q, tok.query_norm(q.reshape(split)).transpose(3, 4), v.reshape(split).transpose(3, 4)
-
-    raw, q, v = query_value(pix)
-    for i, it in enumerate(tok.iterations):
-        if tok.dual_path and i > 0:
-            raw, q, v = query_value(pix)
-        key = it.key_norm(it.key(sp).view(b, gh, gw, heads, d))
-        key_nb = ops.gather_neighbors(key.flatten(3)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
-        logits = ops.neighbor_logits_cells(q, key_nb, grid_valid)  # (B, Gh, Gw, heads, 9, n)
-        assoc = (logits / math.sqrt(d)).softmax(-2)
-        sp = sp + it.out(ops.pool_cells(assoc * valid.unsqueeze(3), v).flatten(3))
-        sp = sp + it.ffn(it.ffn_norm(sp))
-        if tok.dual_path:
-            sp_value = ops.gather_neighbors(it.sp_value(sp)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
-            back = ops.project_cells(assoc, sp_value)  # (B, Gh, Gw, heads, n, d)
-            pix = pix + it.pix_out(back.transpose(3, 4).reshape(b, gh, gw, n, c))
-    if tok.dual_path:
-        raw = tok.pix_qv(pix)[..., :c]
-    final_key = ops.gather_neighbors(tok.final_key_norm(tok.final_key(sp)))
-    logits = ops.neighbor_logits_cells(tok.final_query_norm(raw), final_key, grid_valid)
-    return sp, (logits / math.sqrt(c)).softmax(-2), pix
+from spxseg.models.tokenizer_reference import reference_tokenizer
 
 
 @pytest.mark.parametrize(
@@ -73,6 +40,9 @@ def test_tokenizer_matches_reference(heads, dual_path, padded):
     torch.testing.assert_close(sp, ref_sp)
     torch.testing.assert_close(assoc.double(), ref_assoc)
     torch.testing.assert_close(out_pix, ref_pix)
+    if not padded:  # the reference's own default: no mask means every pixel is an image pixel
+        for got, want in zip(reference_tokenizer(tok, pix), (ref_sp, ref_assoc, ref_pix), strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("fuse_conv", ["separable", "full"])

@@ -154,3 +154,18 @@ def test_overfits_one_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.35 * losses[0], losses
+
+
+def test_a_hand_written_loss_loop_over_the_documented_outputs_trains():
+    """Users train with their own loss on ``out.probs`` (B, K, H, W): nll_loss's backward must accept it."""
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "backbone": {"name": "resnet18"}})
+    images, labels = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(images)
+    loss = torch.nn.functional.nll_loss(out.probs.clamp_min(1e-8).log(), labels)
+    loss.backward()
+    assert model.classifier.weight.grad is not None and model.classifier.weight.grad.abs().sum() > 0
+    opt.step()
+    with torch.no_grad():  # inference keeps the faster channels-last layout; same values either way
+        assert torch.allclose(model.eval()(images).probs, model(images).probs.contiguous())

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from spxseg.config import ModelConfig
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.backbone import Backbone
+from spxseg.models.global_transformer import GlobalTransformer
 from spxseg.models.pixel_decoder import PixelDecoder
 from spxseg.models.tokenizer import SuperpixelTokenizer
-from spxseg.models.transformer import SuperpixelTransformer
 
 
 class SegOutput(NamedTuple):
@@ -39,7 +39,14 @@ class SegOutput(NamedTuple):
     superpixels: Tensor
 
 
-class SuperpixelSegmenter(nn.Module):
+class SuperpixelModel(nn.Module):
+    """The whole superpixel transformer: images (B, 3, H, W) -> :class:`SegOutput` (ARCHITECTURE.md, Model math).
+
+    Submodules ``backbone``, ``pixel_decoder``, ``tokenizer``, ``transformer`` (the
+    :class:`~spxseg.models.global_transformer.GlobalTransformer`) and ``classifier``; these attribute
+    names are the checkpoints' state-dict prefixes and the profiler's stage names.
+    """
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         _check_sizes(cfg)
@@ -50,7 +57,7 @@ class SuperpixelSegmenter(nn.Module):
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio)
         tr = cfg.transformer
-        self.transformer = SuperpixelTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
+        self.transformer = GlobalTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         # pad inputs to a multiple of the superpixel size and of the backbone's coarsest stride
         self.size_multiple = math.lcm(cfg.pixel_stride * cfg.cell, self.backbone.max_stride)
@@ -108,6 +115,8 @@ class SuperpixelSegmenter(nn.Module):
         # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
         probs = F.interpolate(probs, size=x.shape[-2:], mode="bilinear", align_corners=False)
         probs = probs[:, :, :height, :width]
+        if torch.is_grad_enabled():  # a user's own loss (nll_loss's backward) needs the documented NCHW layout
+            probs = probs.contiguous()
 
         superpixels = self._hard_ids(assoc, gh, gw)[:, :height, :width]
         return SegOutput(

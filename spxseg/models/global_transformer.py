@@ -1,11 +1,14 @@
-"""Global reasoning over superpixel tokens: a pre-norm transformer encoder using SDPA."""
+"""Global reasoning over superpixel tokens: a pre-norm transformer encoder using SDPA.
+
+See ARCHITECTURE.md, Global transformer and classification.
+"""
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spxseg.models.tokenizer import FeedForward
+from spxseg.models.layers import FeedForward
 
 
 class SelfAttention(nn.Module):
@@ -39,7 +42,7 @@ class EncoderLayer(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class SuperpixelTransformer(nn.Module):
+class GlobalTransformer(nn.Module):
     """Projects superpixels to width D, adds a centroid position encoding, runs L encoder layers.
 
     Args:
