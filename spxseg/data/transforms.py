@@ -262,8 +262,9 @@ def preprocess_image(
 
 
 class TestPipeline:
-    """Optional resize (short side = ``test_short_side``) -> normalise; label at original size, or resized
-    with the image (nearest) when ``test_resize_labels`` (scoring at the test resolution).
+    """Optional resize (short side = ``test_short_side``) -> normalise (:func:`preprocess_image`); label at
+    original size, or resized with the image (nearest) when ``test_resize_labels`` (scoring at the test
+    resolution).
 
     ``__call__(image, label)`` returns ``{"image": (3, h, w) float32, "label": (H, W) int64,
     "orig_size": (H, W)}`` (the label's size: predictions are resized to it).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -22,13 +21,6 @@ from spxseg.data import (
 )
 from spxseg.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, PALETTE
 from spxseg.data.transforms import mean_std
-
-
-def fixtures_dir() -> Path:
-    env = os.environ.get("SPXSEG_FIXTURES")
-    return (
-        Path(env) if env else (Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures").resolve()
-    )
 
 
 def make_cityscapes(
@@ -109,8 +101,8 @@ def test_val_item_keeps_original_resolution(tmp_path: Path) -> None:
     np.testing.assert_allclose(full[:, 5, 7].numpy(), expect, rtol=1e-5, atol=1e-5)
 
 
-def test_real_fixture_frame_through_label_ids() -> None:
-    root = fixtures_dir() / "cityscapes_mini"
+def test_real_fixture_frame_through_label_ids(shared_dir: Path) -> None:
+    root = shared_dir / "fixtures" / "cityscapes_mini"
     if not root.is_dir():
         pytest.skip(f"fixture {root} not available")
     ds = CityscapesDataset(root, "val", TestPipeline(DataConfig()), prefer_train_ids=False)

@@ -45,6 +45,7 @@ def batches(loader, n: int, epoch: int | None = None) -> list[dict]:
         out.append(b)
         if len(out) == n:
             break
+    assert len(out) == n, f"the loader gave {len(out)} batches, expected {n}"
     return out
 
 
@@ -67,7 +68,8 @@ def test_train_batches_and_determinism(cfg: DataConfig) -> None:
     loader.set_epoch(0)
     first = [x["path"] for x in loader]
     second = [x["path"] for x in loader]
-    assert loader.epoch == 1 and (first != second or len(ds) < 3)
+    assert len(first) == len(second) == 1 and all(len(paths) == 4 for paths in first + second)
+    assert loader.epoch == 1 and first != second
 
 
 def test_training_images_without_augmentation(cfg: DataConfig) -> None:
@@ -88,8 +90,11 @@ def test_workers_reproducible(cfg: DataConfig) -> None:
     ds = build_dataset(cfg, "train")
     a = batches(build_dataloader(ds, 2, train=True, num_workers=1, seed=1), 2, epoch=2)
     b = batches(build_dataloader(ds, 2, train=True, num_workers=1, seed=1), 2, epoch=2)
-    for x, y in zip(a, b):
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b, strict=True):
         assert x["path"] == y["path"] and torch.equal(x["image"], y["image"])
+        assert torch.equal(x["label"], y["label"])
+    assert a[0]["path"] != a[1]["path"]  # two different batches, not one batch twice
 
 
 def test_infinite_iterator(cfg: DataConfig) -> None:
