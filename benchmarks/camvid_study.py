@@ -87,8 +87,8 @@ def time_models(names: list[str], size: tuple[int, int], threads: int, iters: in
     """Profile every model (and the Lite0 backbone alone) in one interleaved run; rows by name."""
     import torch
 
+    from spxseg import benchmark as prof
     from spxseg.config import load_config
-    from spxseg.engine import profiling as prof
     from spxseg.engine.checkpoint import build_model_for_weights
 
     torch.set_num_threads(threads)

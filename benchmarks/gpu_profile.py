@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from spxseg import benchmark as prof
     from spxseg.config import load_config
-    from spxseg.engine import profiling as prof
     from spxseg.models import build_model
 
     if not torch.cuda.is_available():

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from spxseg.engine import profiling as prof
+    from spxseg import benchmark as prof
     from spxseg.models import build_model
 
     if args.threads:

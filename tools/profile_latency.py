@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from spxseg.engine import profiling as prof
+    from spxseg import benchmark as prof
     from spxseg.engine.checkpoint import build_model_for_weights
 
     if args.threads:

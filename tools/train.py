@@ -51,24 +51,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work_dir = args.work_dir or cfg.work_dir or str(Path("work_dirs") / Path(args.config).stem)
 
-    from spxseg.data import ensure_synthetic
-    from spxseg.engine.trainer import TrainingStopped, train
+    from spxseg.data import DatasetError, ensure_synthetic
+    from spxseg.engine.trainer import TrainingStopped, fit, setup_training
 
-    try:
+    try:  # bad input shows up while setting up: missing data or checkpoint, unreadable files, bad values
         if is_first_process():
             # data.synthetic.generate: write a missing set first (the other ranks wait for it)
             ensure_synthetic(cfg.data, progress=not args.no_progress)
-        train(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
-    except TrainingStopped as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (FileNotFoundError, ValueError) as err:
-        # bad input found while setting up: missing data or checkpoint, unreadable files, bad values
+        run = setup_training(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    try:  # from here on an exception is a bug (its traceback is shown), but for these two
+        result = fit(run)
+    except TrainingStopped as err:  # NaN / inf loss
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except DatasetError as err:  # an unreadable image met mid-epoch
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 130 if result["stopped"] else 0  # 130: stopped by a signal, checkpoint saved
 
 
 if __name__ == "__main__":

@@ -1,19 +1,21 @@
 """The training loop: iteration-based, AMP, DDP, exact resume, evaluation, checkpoints.
 
-Read it top to bottom: :func:`train` sets everything up, then runs ``max_iters`` iterations,
-evaluating every ``eval_interval`` and checkpointing every ``checkpoint_interval``.
+Read :func:`train` top to bottom: set-up (data, model and optimiser in a :class:`Run`), resume, then
+``max_iters`` calls of :func:`train_step`, with a log line every ``log_interval``, an evaluation every
+``eval_interval`` and a checkpoint every ``checkpoint_interval``; a stop signal (SIGINT / SIGTERM) saves
+a checkpoint and returns. The pieces are small named functions so that each can be read alone.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
-import signal
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +38,8 @@ from spxseg.engine.checkpoint import (
 from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
 from spxseg.engine.inference import autocast_context, check_eval_config, evaluate
 from spxseg.engine.optim import build_optimizer, build_scheduler
+from spxseg.engine.run_log import RunLog
+from spxseg.engine.signals import StopSignal
 from spxseg.models import build_model, model_loss
 
 
@@ -83,31 +87,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-class _StopSignal:
-    """Turns SIGINT / SIGTERM into a flag the loop checks after each iteration (a second SIGINT aborts)."""
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> _StopSignal:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 def _batches(loader, start: int, per_epoch: int):
     """Batches from batch number ``start`` on, ``per_epoch`` per epoch, each epoch in its (seed, epoch) order.
 
@@ -133,236 +112,309 @@ def _val_loader(val_set, cfg: Config, dist_info: du.DistInfo):
     return build_dataloader(val_set, cfg.eval.batch_size, train=False, num_workers=workers, distributed=False)
 
 
+@dataclass
+class Run:
+    """Everything one training run updates, and what its checkpoints hold."""
+
+    cfg: Config
+    work_dir: Path
+    dist: du.DistInfo
+    model: nn.Module
+    ddp_model: nn.Module  # ``model`` itself without DDP
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    ckpts: CheckpointManager
+    iteration: int = 0
+    best_miou: float = -1.0
+    # set by setup_training: the data and the evaluator
+    train_loader: Any = None
+    val_loader: Any = None
+    evaluator: SegEvaluator | None = None
+    iters_per_epoch: int = 0
+    progress: bool = True
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+
+def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo) -> Run:
+    """Model (SyncBN under DDP when ``train.sync_bn``), optimiser, schedule and gradient scaler."""
+    tc = cfg.train
+    model = build_model(cfg.model)
+    if tc.sync_bn and dist_info.distributed:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(dist_info.device)
+    if tc.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, tc)
+    device = dist_info.device
+    ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist_info.distributed else model
+    return Run(cfg, work_dir, dist_info, model, ddp_model, optimizer, build_scheduler(optimizer, tc),
+               torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16"),
+               CheckpointManager(work_dir / "checkpoints", keep=tc.keep_checkpoints))
+
+
+def resume_run(run: Run, resume: str | bool) -> None:
+    """Restore ``run`` from a training checkpoint: weights, optimiser, schedule, scaler, iteration, RNG states.
+
+    ``resume=True`` reads ``checkpoints/latest.pth`` and starts afresh when there is none.
+    """
+    path = run.ckpts.latest if resume is True else Path(resume)
+    if not path.is_file():
+        if resume is not True:
+            raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
+        if run.is_main:
+            print(f"no checkpoint in {run.ckpts.folder}: starting from scratch")
+        return
+    ckpt = load_checkpoint(path)
+    missing = [key for key in RESUME_KEYS if key not in ckpt]
+    if missing:
+        raise ValueError(f"--resume: {path} is not a training checkpoint (no {', '.join(missing)}); "
+                         "weights-only files can initialise a model (tools/eval.py, Segmenter), not resume")
+    try:
+        load_model_weights(run.model, ckpt, path, run.cfg.model)
+    except RuntimeError as err:
+        raise ValueError(f"--resume: {err}") from None
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt["scaler"]:  # empty when the run had no fp16 scaler (train.amp was none or bf16)
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.iteration, run.best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
+    states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]  # one per rank
+    if len(states) == run.dist.world_size:
+        set_rng_state(states[run.dist.rank])
+    elif run.is_main:
+        print(f"warning: {path} was written by {len(states)} process(es), this run has "
+              f"{run.dist.world_size}: random streams start afresh (the resume is not exact)")
+    if run.is_main:
+        print(f"resumed from {path} at iteration {run.iteration}")
+
+
+def save_checkpoint(run: Run, is_best: bool = False) -> None:
+    """Checkpoint ``run`` (rank 0 writes; every rank contributes its RNG state); the best weights also go
+    to ``model_best.safetensors``, the file to share, next to ``config.yaml``."""
+    rngs = _gather_rng(run.dist)
+    if not run.is_main:
+        return
+    state = {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        "iteration": run.iteration, "best_miou": run.best_miou, "rng": rngs, "config": to_dict(run.cfg),
+    }
+    run.ckpts.save(state, run.iteration, is_best=is_best)
+    if is_best:
+        save_weights(run.model, run.work_dir / BEST_WEIGHTS, run.cfg, run.iteration)
+
+
+def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
+    """One optimiser step over ``train.accum_steps`` micro-batches.
+
+    Returns the loss terms (total, pixel, superpixel) on the device, not synchronised, and the seconds
+    spent waiting for data.
+    """
+    tc, device = run.cfg.train, run.device
+    terms = torch.zeros(3, device=device)
+    data_time = 0.0
+    for micro in range(tc.accum_steps):
+        t0 = time.perf_counter()
+        batch = next(batches)
+        images = batch["image"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        if tc.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        data_time += time.perf_counter() - t0
+        sync = micro == tc.accum_steps - 1 or not run.dist.distributed  # DDP: all-reduce on the last one only
+        with (nullcontext() if sync else run.ddp_model.no_sync()):
+            with autocast_context(device, tc.amp):
+                out = run.ddp_model(images)
+            loss = model_loss(out, labels, run.cfg.model)
+            run.scaler.scale(loss.total / tc.accum_steps).backward()
+        terms += torch.stack([loss.total, loss.pixel, loss.superpixel]).detach() / tc.accum_steps
+    if tc.grad_clip:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.iteration += 1
+    return terms, data_time
+
+
+@dataclass
+class LossWindow:
+    """Loss terms and timings since the last log line, kept on the device (one host sync per log line)."""
+
+    device: torch.device
+    terms: torch.Tensor = None  # type: ignore[assignment]
+    nonfinite: torch.Tensor = None  # type: ignore[assignment]
+    iters: int = 0
+    data_time: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.terms = torch.zeros(3, device=self.device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+
+    def add(self, terms: torch.Tensor, data_time: float) -> None:
+        self.nonfinite |= ~torch.isfinite(terms).all()
+        self.terms += terms
+        self.iters += 1
+        self.data_time += data_time
+
+    def record(self, run: Run) -> dict:
+        """The log record of this window (averaged over the ranks), then start a new window."""
+        mean = du.all_reduce_mean(self.terms / self.iters).tolist()
+        record = {
+            "iter": run.iteration, "loss": mean[0], "loss_pixel": mean[1], "loss_superpixel": mean[2],
+            "lr": run.optimizer.param_groups[-1]["lr"], "it_per_s": self.iters / (time.perf_counter() - self.start),
+            "data_time": self.data_time / self.iters,
+        }
+        if run.device.type == "cuda":
+            record["mem_MiB"] = torch.cuda.max_memory_allocated(run.device) / 2**20
+        self.terms.zero_()
+        self.iters, self.data_time = 0, 0.0
+        return record
+
+
+def evaluate_run(run: Run, val_loader, evaluator: SegEvaluator, log: RunLog, progress: bool) -> tuple[dict, bool]:
+    """Score the model on the validation set, log it; returns the metrics and whether they are the best yet."""
+    metrics = evaluate(run.model, val_loader, run.cfg.eval, evaluator, run.device, run.cfg.train.amp,
+                       progress=progress and run.is_main)
+    is_best = metrics["mIoU"] > run.best_miou
+    run.best_miou = max(run.best_miou, metrics["mIoU"])
+    log.write({"iter": run.iteration, "val/mIoU": metrics["mIoU"], "val/mAcc": metrics["mAcc"],
+               "val/aAcc": metrics["aAcc"]})
+    if run.is_main:
+        tqdm.write(f"iter {run.iteration}: val mIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  "
+                   f"aAcc {metrics['aAcc']:.2f}  (best {run.best_miou:.2f})")
+    return metrics, is_best
+
+
+def _stop_requested(run: Run, stop: StopSignal) -> bool:
+    """Whether to stop after this iteration; under DDP all ranks agree, at the same iterations."""
+    if not run.dist.distributed:
+        return stop.received is not None
+    return run.iteration % STOP_AGREE_EVERY == 0 and du.any_rank(stop.received is not None, run.device)
+
+
+def _check_finite(run: Run, window: LossWindow) -> None:
+    if du.any_rank(bool(window.nonfinite.item()), run.device):
+        latest = run.ckpts.latest if run.ckpts.latest.exists() else "none yet"
+        raise TrainingStopped(
+            f"loss became NaN/inf before iteration {run.iteration}; stopped without saving these weights. "
+            f"Last good checkpoint: {latest}. Try a lower train.lr, train.grad_clip, or train.amp=none/bf16."
+        )
+
+
 def train(cfg: Config, work_dir: str | Path, resume: str | bool | None = None, progress: bool = True) -> dict:
-    """Train ``cfg`` in ``work_dir``; returns the final evaluation metrics.
+    """Train ``cfg`` in ``work_dir``: :func:`fit` of :func:`setup_training`.
 
     Args:
         resume: a checkpoint path, ``True`` for ``work_dir/checkpoints/latest.pth`` (a fresh start
             if there is none yet), or ``None``.
+    Returns:
+        the final evaluation metrics with ``stopped: False``; or, when a stop signal ended the run early
+        (after saving a checkpoint), ``{"stopped": True, "iteration": ..., "checkpoint": ...}``.
     """
+    return fit(setup_training(cfg, work_dir, resume, progress))
+
+
+def setup_training(cfg: Config, work_dir: str | Path, resume: str | bool | None = None,
+                   progress: bool = True) -> Run:
+    """Everything before the first step: settings checked, process group, ``config.yaml``, seeds, datasets and
+    loaders, model, optimiser, and the resumed state. What goes wrong here is bad input (config, data,
+    checkpoint): ``ValueError`` / ``FileNotFoundError`` / :class:`~spxseg.data.DatasetError` naming it."""
     tc = cfg.train
     check_train_config(cfg)
     resolve_normalization(cfg)  # the backbone's mean / std, written into config.yaml and the checkpoints
     dist_info = du.init_distributed(tc.device)
-    device, is_main = dist_info.device, dist_info.is_main
     work_dir = Path(work_dir)
-    ckpts = CheckpointManager(work_dir / "checkpoints", keep=tc.keep_checkpoints)
-    if is_main:
+    if dist_info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, work_dir / "config.yaml")
     seed_everything(tc.seed + dist_info.rank, tc.deterministic)
 
-    # data; a missing synthetic set is written before train() (tools/train.py, on local rank 0): the
-    # barrier keeps the other ranks from reading data.root before it is there
-    # roles, not folder names: "train" reads data.train_split with augmentation, "val" data.val_split without
+    # data: a missing synthetic set is written before train() (tools/train.py, on local rank 0): the
+    # barrier keeps the other ranks from reading data.root before it is there.
+    # Roles, not folder names: "train" reads data.train_split with augmentation, "val" data.val_split without
     du.barrier()
-    train_set = build_dataset(cfg.data, "train")
-    val_set = build_dataset(cfg.data, "val")
+    train_set, val_set = build_dataset(cfg.data, "train"), build_dataset(cfg.data, "val")
     if train_set.num_classes != cfg.model.num_classes:
-        raise ValueError(
-            f"model.num_classes={cfg.model.num_classes} but the {cfg.data.dataset} dataset has "
-            f"{train_set.num_classes} classes"
-        )
+        raise ValueError(f"model.num_classes={cfg.model.num_classes} but the {cfg.data.dataset} dataset has "
+                         f"{train_set.num_classes} classes")
     train_loader = build_dataloader(
         train_set, tc.batch_size, train=True, num_workers=cfg.data.num_workers,
-        pin_memory=cfg.data.pin_memory and device.type == "cuda", seed=tc.seed,
+        pin_memory=cfg.data.pin_memory and dist_info.device.type == "cuda", seed=tc.seed,
     )
     val_loader = _val_loader(val_set, cfg, dist_info)
     iters_per_epoch = len(train_loader) // tc.accum_steps
     if iters_per_epoch == 0:
         raise ValueError(f"train.accum_steps={tc.accum_steps} exceeds the {len(train_loader)} batches of an epoch")
-
-    # model, optimiser, schedule, mixed precision
-    model = build_model(cfg.model)
-    if tc.sync_bn and dist_info.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if tc.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, tc)
-    scheduler = build_scheduler(optimizer, tc)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16")
-    start_iter, best_miou = 0, -1.0
-
-    if resume:
-        path = ckpts.latest if resume is True else Path(resume)
-        if path.is_file():
-            ckpt = load_checkpoint(path)
-            missing = [key for key in RESUME_KEYS if key not in ckpt]
-            if missing:
-                raise ValueError(f"--resume: {path} is not a training checkpoint (no {', '.join(missing)}); "
-                                 "weights-only files can initialise a model (tools/eval.py, Segmenter), not resume")
-            try:
-                load_model_weights(model, ckpt, path, cfg.model)
-            except RuntimeError as err:
-                raise ValueError(f"--resume: {err}") from None
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if ckpt["scaler"]:  # empty when the run had no fp16 scaler (train.amp was none or bf16)
-                scaler.load_state_dict(ckpt["scaler"])
-            start_iter, best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
-            states = ckpt["rng"] if isinstance(ckpt["rng"], list) else [ckpt["rng"]]  # one per rank
-            if len(states) == dist_info.world_size:
-                set_rng_state(states[dist_info.rank])
-            elif is_main:
-                print(f"warning: {path} was written by {len(states)} process(es), this run has "
-                      f"{dist_info.world_size}: random streams start afresh (the resume is not exact)")
-            if is_main:
-                print(f"resumed from {path} at iteration {start_iter}")
-        elif resume is True:
-            if is_main:
-                print(f"no checkpoint in {ckpts.folder}: starting from scratch")
-        else:
-            raise FileNotFoundError(f"--resume: checkpoint not found: {path}")
-
-    ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if dist_info.distributed else model
-
-    if is_main and start_iter > 0:
-        _truncate_log(work_dir / "metrics.jsonl", start_iter)  # drop what the interrupted run logged after it
-    log_file = open(work_dir / "metrics.jsonl", "a") if is_main else None
-    tb = _tensorboard(work_dir, purge_step=start_iter + 1 if start_iter > 0 else None) if is_main else None
-
-    def close_logs() -> None:
-        if log_file is not None:
-            log_file.close()
-        if tb is not None:
-            tb.close()
     evaluator = SegEvaluator(cfg.model.num_classes, val_set.class_names, cfg.model.loss.ignore_index)
 
-    def log(record: dict) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
-            log_file.flush()
-        if tb is not None:
-            for key, value in record.items():
-                if key != "iter" and isinstance(value, (int, float)) and math.isfinite(value):
-                    tb.add_scalar(key, value, record["iter"])
+    run = build_run(cfg, work_dir, dist_info)
+    run.train_loader, run.val_loader, run.evaluator = train_loader, val_loader, evaluator
+    run.iters_per_epoch, run.progress = iters_per_epoch, progress
+    if resume:
+        resume_run(run, resume)
+    return run
 
-    def save(iteration: int, is_best: bool = False) -> None:
-        rngs = _gather_rng(dist_info)
-        if is_main:
-            state = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "iteration": iteration, "best_miou": best_miou, "rng": rngs, "config": to_dict(cfg),
-            }
-            ckpts.save(state, iteration, is_best=is_best)
-            if is_best:  # the weights to share, next to config.yaml (see save_weights)
-                save_weights(model, work_dir / BEST_WEIGHTS, cfg, iteration)
 
-    def run_eval(iteration: int) -> dict:
-        nonlocal best_miou
-        metrics = evaluate(model, val_loader, cfg.eval, evaluator, device, tc.amp, progress=progress and is_main)
-        is_best = metrics["mIoU"] > best_miou
-        best_miou = max(best_miou, metrics["mIoU"])
-        log({"iter": iteration, "val/mIoU": metrics["mIoU"], "val/mAcc": metrics["mAcc"], "val/aAcc": metrics["aAcc"]})
-        if is_main:
-            tqdm.write(f"iter {iteration}: val mIoU {metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}  "
-                       f"aAcc {metrics['aAcc']:.2f}  (best {best_miou:.2f})")
-        return {**metrics, "is_best": is_best}
-
-    # ---------------------------------------------------------------- the loop
-    model.train()
-    batches = _batches(train_loader, start_iter * tc.accum_steps, iters_per_epoch * tc.accum_steps)
-    bar = tqdm(total=tc.max_iters, initial=start_iter, desc="train", disable=not (progress and is_main),
+def fit(run: Run) -> dict:
+    """The loop, from ``run.iteration`` to ``train.max_iters``, then the final evaluation (see :func:`train`)."""
+    tc, work_dir, progress = run.cfg.train, run.work_dir, run.progress
+    val_loader, evaluator = run.val_loader, run.evaluator
+    run.model.train()
+    batches = _batches(run.train_loader, run.iteration * tc.accum_steps, run.iters_per_epoch * tc.accum_steps)
+    bar = tqdm(total=tc.max_iters, initial=run.iteration, desc="train", disable=not (progress and run.is_main),
                dynamic_ncols=True)
-    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-    window_loss = torch.zeros(3, device=device)  # total, pixel, superpixel since the last log
-    window_start, window_iters, data_time = time.perf_counter(), 0, 0.0
-    iteration = start_iter
-    with _StopSignal() as stop:
-        while iteration < tc.max_iters:
-            for micro in range(tc.accum_steps):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                images = batch["image"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                if tc.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                data_time += time.perf_counter() - t0
-                sync = micro == tc.accum_steps - 1 or not dist_info.distributed
-                with (nullcontext() if sync else ddp_model.no_sync()):
-                    with autocast_context(device, tc.amp):
-                        out = ddp_model(images)
-                    loss = model_loss(out, labels, cfg.model)
-                    scaler.scale(loss.total / tc.accum_steps).backward()
-                terms = torch.stack([loss.total, loss.pixel, loss.superpixel]).detach()
-                nonfinite |= ~torch.isfinite(terms).all()
-                window_loss += terms / tc.accum_steps
-            if tc.grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            iteration += 1
-            window_iters += 1
+    window = LossWindow(run.device)
+    with RunLog(work_dir, run.iteration, enabled=run.is_main) as log, StopSignal() as stop, bar:
+        while run.iteration < tc.max_iters:
+            window.add(*train_step(run, batches))
             bar.update(1)
-
-            last = iteration == tc.max_iters
-            if not dist_info.distributed:
-                stopping = stop.received is not None
-            else:  # all ranks agree at the same iterations (see STOP_AGREE_EVERY)
-                stopping = iteration % STOP_AGREE_EVERY == 0 and du.any_rank(stop.received is not None, device)
-            checkpoint_due = iteration % tc.checkpoint_interval == 0 or last or stopping
-            eval_due = iteration % tc.eval_interval == 0 and not last
-            if iteration % tc.log_interval == 0 or checkpoint_due or eval_due:
-                # one host sync per log step, not per iteration
-                if du.any_rank(bool(nonfinite.item()), device):
-                    bar.close()
-                    close_logs()
-                    raise TrainingStopped(
-                        f"loss became NaN/inf before iteration {iteration}; stopped without saving these weights. "
-                        f"Last good checkpoint: {ckpts.latest if ckpts.latest.exists() else 'none yet'}. "
-                        "Try a lower train.lr, train.grad_clip, or train.amp=none/bf16."
-                    )
-                mean = du.all_reduce_mean(window_loss / window_iters).tolist()
-                elapsed = time.perf_counter() - window_start
-                lr = optimizer.param_groups[-1]["lr"]
-                record = {
-                    "iter": iteration, "loss": mean[0], "loss_pixel": mean[1], "loss_superpixel": mean[2], "lr": lr,
-                    "it_per_s": window_iters / elapsed, "data_time": data_time / window_iters,
-                }
-                if device.type == "cuda":
-                    record["mem_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
-                log(record)
-                bar.set_postfix(loss=f"{mean[0]:.3f}", lr=f"{lr:.2e}")
-                window_loss.zero_()
-                window_iters, data_time = 0, 0.0
-
-            is_best = False
-            if eval_due:
-                is_best = run_eval(iteration)["is_best"]
+            it, last = run.iteration, run.iteration == tc.max_iters
+            stopping = _stop_requested(run, stop)
+            checkpoint_due = it % tc.checkpoint_interval == 0 or last or stopping
+            eval_due = it % tc.eval_interval == 0 and not last
+            if it % tc.log_interval == 0 or checkpoint_due or eval_due:
+                _check_finite(run, window)
+                record = window.record(run)
+                log.write(record)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+            is_best = evaluate_run(run, val_loader, evaluator, log, progress)[1] if eval_due else False
             if checkpoint_due or is_best:
-                save(iteration, is_best=is_best)
-            if window_iters == 0:  # just logged: the next window's speed excludes this evaluation / save
-                window_start = time.perf_counter()
+                save_checkpoint(run, is_best=is_best)
+            if window.iters == 0:  # just logged: the next window's speed excludes this evaluation / save
+                window.start = time.perf_counter()
             if stopping:
-                bar.close()
-                close_logs()
-                if is_main:
+                if run.is_main:
                     received = f"signal {stop.received}" if stop.received is not None else "a signal to another rank"
-                    print(f"\nstopped by {received} at iteration {iteration}; "
-                          f"saved {ckpts.latest}. Resume with --resume.")
+                    tqdm.write(f"\nstopped by {received} at iteration {it}; saved {run.ckpts.latest}. "
+                               "Resume with --resume.")
                 du.cleanup()
-                raise KeyboardInterrupt
-    bar.close()
+                return {"stopped": True, "iteration": it, "checkpoint": str(run.ckpts.latest)}
 
-    # ---------------------------------------------------------------- final evaluation
-    metrics = run_eval(iteration)
-    if metrics.pop("is_best"):
-        save(iteration, is_best=True)
-    if is_main:
-        save_weights(model, work_dir / FINAL_WEIGHTS, cfg, iteration)
+        # ------------------------------------------------------------ final evaluation
+        metrics, is_best = evaluate_run(run, val_loader, evaluator, log, progress)
+    if is_best:
+        save_checkpoint(run, is_best=True)
+    if run.is_main:
+        save_weights(run.model, work_dir / FINAL_WEIGHTS, run.cfg, run.iteration)
         print(format_table(metrics))
-        summary = {**metrics, "iteration": iteration, "work_dir": str(work_dir),
-                   "checkpoint": str(ckpts.latest), "weights": str(work_dir / FINAL_WEIGHTS)}
+        summary = {**metrics, "iteration": run.iteration, "work_dir": str(work_dir),
+                   "checkpoint": str(run.ckpts.latest), "weights": str(work_dir / FINAL_WEIGHTS)}
         (work_dir / "metrics.json").write_text(json.dumps(to_jsonable(summary), indent=2, allow_nan=False) + "\n")
-    close_logs()
     du.cleanup()
-    return metrics
+    return {**metrics, "stopped": False}
 
 
 def _gather_rng(dist_info: du.DistInfo) -> dict | list[dict]:
@@ -373,32 +425,3 @@ def _gather_rng(dist_info: du.DistInfo) -> dict | list[dict]:
     states: list = [None] * dist_info.world_size
     torch.distributed.all_gather_object(states, state)
     return states
-
-
-def _tensorboard(work_dir: Path, purge_step: int | None = None):
-    """A TensorBoard writer for ``work_dir/tb`` (None without tensorboard); ``purge_step`` hides the events
-    an interrupted run wrote from that step on."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # optional extra
-        return None
-    return SummaryWriter(str(work_dir / "tb"), purge_step=purge_step)
-
-
-def _truncate_log(path: Path, last_iter: int) -> None:
-    """Rewrite the JSON-lines log without the records after ``last_iter`` (atomically)."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["iter"] > last_iter:
-                continue
-        except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
-            continue
-        kept.append(line if line.endswith("\n") else line + "\n")
-    if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)

@@ -51,7 +51,7 @@ def _weights(path: Path) -> dict:
 
 def _stop_at(monkeypatch, call: int, action):
     """Wrap the training loss so that ``action(loss)`` runs at its ``call``-th call (1-based)."""
-    real = trainer.segmentation_loss
+    real = trainer.model_loss
     calls = {"n": 0}
 
     def wrapped(*args, **kwargs):
@@ -59,7 +59,7 @@ def _stop_at(monkeypatch, call: int, action):
         loss = real(*args, **kwargs)
         return action(loss) if calls["n"] >= call else loss
 
-    monkeypatch.setattr(trainer, "segmentation_loss", wrapped)
+    monkeypatch.setattr(trainer, "model_loss", wrapped)
 
 
 def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
@@ -69,13 +69,13 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
     # the same run, stopped by SIGTERM during iteration 10, then resumed
     def sigterm(loss):
         os.kill(os.getpid(), signal.SIGTERM)
-        monkeypatch.setattr(trainer, "segmentation_loss", real_loss)
+        monkeypatch.setattr(trainer, "model_loss", real_loss)
         return loss
 
-    real_loss = trainer.segmentation_loss
+    real_loss = trainer.model_loss
     _stop_at(monkeypatch, 10, sigterm)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(load_config(tiny_config), tmp_path / "split", progress=False)
+    stopped = trainer.train(load_config(tiny_config), tmp_path / "split", progress=False)
+    assert stopped["stopped"] and stopped["iteration"] == 10
     assert load_checkpoint(tmp_path / "split/checkpoints/latest.pth")["iteration"] == 10
     resumed = trainer.train(load_config(tiny_config), tmp_path / "split", resume=True, progress=False)
 
@@ -194,13 +194,13 @@ import os, signal, sys
 sys.path.insert(0, {tools!r})
 from spxseg.engine import trainer
 trainer.STOP_AGREE_EVERY = 2
-real, calls = trainer.segmentation_loss, [0]
+real, calls = trainer.model_loss, [0]
 def loss(*args, **kwargs):
     calls[0] += 1
     if calls[0] == 3 and os.environ["RANK"] == "1":
         os.kill(os.getpid(), signal.SIGTERM)  # the scheduler's signal reaches one rank first
     return real(*args, **kwargs)
-trainer.segmentation_loss = loss
+trainer.model_loss = loss
 import train
 sys.exit(train.main(sys.argv[1:]))
 """

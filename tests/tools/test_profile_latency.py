@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from spxseg.engine import profiling as prof
+from spxseg import benchmark as prof
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(os.environ.get("SPXSEG_FIXTURES", REPO.parent / "shared" / "fixtures"))
@@ -98,7 +98,7 @@ def test_clear_errors(tool, config, capsys, args, message):
 
 
 def test_flops_count_attention_on_every_device():
-    from spxseg.engine import profiling as prof
+    from spxseg import benchmark as prof
 
     q = torch.randn(1, 2, 64, 16)
     flops = prof.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q))

@@ -1,0 +1,80 @@
+"""A training run's logs: ``metrics.jsonl`` (one strict-JSON object per log step and evaluation) and
+TensorBoard scalars (when tensorboard is installed), opened and closed as one context manager."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from spxseg.engine.evaluator import to_jsonable
+
+
+class RunLog:
+    """``with RunLog(work_dir, start_iter, enabled=is_main) as log: log.write({"iter": 5, "loss": ...})``.
+
+    A resumed run (``start_iter > 0``) first drops what the interrupted run logged after ``start_iter``
+    (from ``metrics.jsonl``, and from TensorBoard through its purge step), so that every step is logged
+    once. Disabled (non-zero ranks) it writes nothing.
+    """
+
+    def __init__(self, work_dir: str | Path, start_iter: int = 0, enabled: bool = True) -> None:
+        self.path = Path(work_dir) / "metrics.jsonl"
+        self.work_dir, self.start_iter, self.enabled = Path(work_dir), start_iter, enabled
+        self._file = None
+        self._tb = None
+
+    def __enter__(self) -> RunLog:
+        if self.enabled:
+            if self.start_iter > 0:
+                truncate_log(self.path, self.start_iter)
+            self._file = open(self.path, "a")  # noqa: SIM115 - closed by __exit__
+            self._tb = _tensorboard(self.work_dir, purge_step=self.start_iter + 1 if self.start_iter > 0 else None)
+        return self
+
+    def write(self, record: dict) -> None:
+        """Append ``record`` (it has an ``iter``) to metrics.jsonl, and its finite numbers to TensorBoard."""
+        if self._file is not None:
+            self._file.write(json.dumps(to_jsonable(record), allow_nan=False) + "\n")
+            self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "iter" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self._tb.add_scalar(key, value, record["iter"])
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        self._file = self._tb = None
+
+
+def _tensorboard(work_dir: Path, purge_step: int | None = None):
+    """A TensorBoard writer for ``work_dir/tb`` (None without tensorboard); ``purge_step`` hides the events
+    an interrupted run wrote from that step on."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional extra
+        return None
+    return SummaryWriter(str(work_dir / "tb"), purge_step=purge_step)
+
+
+def truncate_log(path: Path, last_iter: int) -> None:
+    """Rewrite the JSON-lines log without the records after ``last_iter`` (atomically)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["iter"] > last_iter:
+                continue
+        except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
