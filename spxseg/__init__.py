@@ -1,9 +1,21 @@
-"""spxseg: efficient semantic segmentation with superpixel transformers."""
+"""spxseg: efficient semantic segmentation with superpixel transformers.
+
+``from spxseg.config import ...`` stays light: the model and the predictor (torch, timm, OpenCV) load on
+first use of ``spxseg.Segmenter`` / ``spxseg.build_model`` / ``spxseg.SegOutput``.
+"""
 
 from spxseg.config import Config, ConfigError, load_config
-from spxseg.engine.predictor import Segmenter
-from spxseg.models import SegOutput, build_model
 
 __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "SegOutput", "Segmenter", "build_model", "load_config", "__version__"]
+
+_LAZY = {"Segmenter": "spxseg.engine.predictor", "build_model": "spxseg.models", "SegOutput": "spxseg.models"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'spxseg' has no attribute {name!r}")

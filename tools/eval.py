@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         load_model_weights,
     )
     from spxseg.engine.distributed import cleanup, init_distributed
+    from spxseg.engine.evaluate import evaluate
     from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
-    from spxseg.engine.export import PredictionWriter
-    from spxseg.engine.inference import check_eval_config, evaluate
+    from spxseg.engine.inference import check_eval_config
+    from spxseg.engine.predictions import PredictionWriter
 
     try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
         ckpt = load_checkpoint(ckpt_path)

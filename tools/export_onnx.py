@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         load_checkpoint,
         load_model_weights,
     )
-    from spxseg.engine.export import compare_onnx, export_onnx
+    from spxseg.engine.onnx_export import compare_onnx, export_onnx
     from spxseg.engine.predictor import class_info
 
     if args.checkpoint:

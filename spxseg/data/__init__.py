@@ -31,7 +31,7 @@ from .errors import (
     MissingLabelError,
 )
 from .synthetic import ensure_synthetic, generate_synthetic, render_scene
-from .transforms import TestPipeline, TrainPipeline
+from .transforms import EvalPipeline, TrainPipeline
 
 __all__ = [
     "ADE20KDataset",
@@ -49,7 +49,7 @@ __all__ = [
     "MissingLabelError",
     "SegDataLoader",
     "SegDataset",
-    "TestPipeline",
+    "EvalPipeline",
     "TrainPipeline",
     "build_dataloader",
     "build_dataset",

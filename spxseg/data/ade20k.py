@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .base import SegDataset, dataset_root, make_lut, pair_with_labels
 from .errors import DatasetNotFoundError
 
@@ -76,6 +78,11 @@ class ADE20KDataset(SegDataset):
     class_names = CLASS_NAMES
     palette = PALETTE
     name = "ADE20K"
+    official_dir = "ade20k_submission"  # the SceneParsing submission: class index + 1, 0 = other
+
+    @staticmethod
+    def official_prediction(pred: np.ndarray, image_path: Path) -> tuple[str, np.ndarray]:
+        return f"{Path(image_path).stem}.png", np.where(pred == 255, 0, pred.astype(np.int32) + 1).astype(np.uint8)
 
     def __init__(self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None) -> None:
         root = dataset_root(root, self.name, LAYOUT)

@@ -71,6 +71,20 @@ class SegDataset(Dataset):
     class_names: list[str] = []
     palette: list[tuple[int, int, int]] = []
     name = "dataset"
+    # the dataset's official result format (tools/eval.py --save-preds): a folder under the output root,
+    # filled by official_prediction; None when train_ids/ already is the official format
+    official_dir: str | None = None
+    official_note = ""  # how to use the official files (printed after writing them)
+
+    @staticmethod
+    def prediction_name(image_path: Path) -> str:
+        """Relative name (no suffix) of an image's prediction files, unique within a split."""
+        return Path(image_path).stem
+
+    @staticmethod
+    def official_prediction(pred: np.ndarray, image_path: Path) -> tuple[str, np.ndarray]:
+        """(relative file name, uint8 image) of a (H, W) train-id prediction in the official result format."""
+        raise NotImplementedError
 
     def __init__(
         self,

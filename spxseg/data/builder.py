@@ -36,7 +36,7 @@ from .camvid import CamVidDataset
 from .cityscapes import CityscapesDataset
 from .coco import CocoSegDataset
 from .errors import DatasetNotFoundError
-from .transforms import TestPipeline, TrainPipeline
+from .transforms import EvalPipeline, TrainPipeline
 
 SPLITS = ("train", "val", "test")
 # ``data.dataset`` -> dataset class; build_dataset calls its ``from_config`` (see SegDataset.from_config)
@@ -64,7 +64,7 @@ def build_dataset(data_cfg: Any, split: str, augment: bool | None = None) -> Seg
     ``data_cfg`` is a :class:`~spxseg.config.DataConfig`, a (partial) dict of one, or a
     whole :class:`~spxseg.config.Config`. "train" reads the folder ``data.train_split`` with
     :class:`TrainPipeline`; "val" reads ``data.val_split`` and "test" the folder "test" with
-    :class:`TestPipeline` (label at the original resolution). Any other name is used as the
+    :class:`EvalPipeline` (label at the original resolution). Any other name is used as the
     folder itself, with the training pipeline when it equals ``data.train_split``. ``augment``
     overrides that choice (``False``: the test pipeline, e.g. to evaluate on the training images).
     COCO-format data has a train and a val split only. Nothing is written: the synthetic set
@@ -80,7 +80,7 @@ def build_dataset(data_cfg: Any, split: str, augment: bool | None = None) -> Seg
             "tools/train.py before training (or spxseg.data.ensure_synthetic), not when a dataset is built"
         )
     is_train = split == "train" or (split == cfg.train_split and split not in ("val", "test"))
-    pipeline = TrainPipeline(cfg) if (is_train if augment is None else augment) else TestPipeline(cfg)
+    pipeline = TrainPipeline(cfg) if (is_train if augment is None else augment) else EvalPipeline(cfg)
     split_dir = {"train": cfg.train_split, "val": cfg.val_split}.get(split, split)
     return dataset_class(cfg.dataset).from_config(cfg, split, pipeline, split_dir=split_dir, is_train=is_train)
 

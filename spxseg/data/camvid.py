@@ -31,6 +31,7 @@ class CamVidDataset(SegDataset):
     class_names = CLASS_NAMES
     palette = PALETTE
     name = "CamVid"
+    official_note = "train_ids/ are CamVid label PNGs (class indices 0..10, named like <split>annot/)"
 
     def __init__(
         self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None

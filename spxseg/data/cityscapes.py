@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from .base import SegDataset, dataset_root, make_lut
 from .errors import DatasetNotFoundError, MissingLabelError
 
@@ -37,6 +39,9 @@ LABEL_IDS = {
 }
 # fmt: on
 
+# train id -> label id for the 19 evaluated classes, the inverse of LABEL_ID_TO_TRAIN_ID
+TRAIN_ID_TO_LABEL_ID = tuple(sorted(LABEL_ID_TO_TRAIN_ID, key=LABEL_ID_TO_TRAIN_ID.get))
+
 IMG_SUFFIX = "_leftImg8bit.png"
 LABEL_ID_SUFFIX = "_gtFine_labelIds.png"
 TRAIN_ID_SUFFIX = "_gtFine_labelTrainIds.png"
@@ -45,6 +50,32 @@ LAYOUT = (
     "ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png with "
     "ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png (or *_gtFine_labelTrainIds.png)"
 )
+
+
+def train_ids_to_label_ids(pred: np.ndarray, void_id: int = 0) -> np.ndarray:
+    """Cityscapes train ids (H, W) -> official label ids (H, W) uint8; ids outside 0..18 -> ``void_id``."""
+    lut = np.full(256, void_id, np.uint8)
+    lut[: len(TRAIN_ID_TO_LABEL_ID)] = TRAIN_ID_TO_LABEL_ID
+    return lut[np.asarray(pred).astype(np.uint8)]
+
+
+def result_name(image_path: str | Path) -> tuple[str, str]:
+    """``(city, file name)`` of the result for a Cityscapes image, e.g.
+    ``.../frankfurt/frankfurt_000000_000294_leftImg8bit.png`` -> ``("frankfurt",
+    "frankfurt_000000_000294_leftImg8bit.png")``. The name must start with ``<city>_<seq>_<frame>``,
+    which is how ``cityscapesscripts`` pairs results with ground truth."""
+    path = Path(image_path)
+    stem = path.stem
+    parts = stem.split("_")
+    if len(parts) < 3:
+        raise ValueError(
+            f"{path.name} is not a Cityscapes file name (<city>_<sequence>_<frame>_leftImg8bit.png); "
+            "the official evaluation cannot pair it with its ground truth"
+        )
+    suffix = IMG_SUFFIX[: -len(".png")]
+    if not stem.endswith(suffix):
+        stem = "_".join(parts[:3]) + suffix
+    return parts[0], stem + ".png"
 
 
 class CityscapesDataset(SegDataset):
@@ -57,6 +88,23 @@ class CityscapesDataset(SegDataset):
     class_names = CLASS_NAMES
     palette = PALETTE
     name = "Cityscapes"
+    # official label ids, one folder per city, named after the input image: what
+    # cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling and the benchmark server read. Point
+    # CITYSCAPES_RESULTS at this folder, not at the output root: the other folders hold files with the
+    # same names and would be found twice. cityscapesscripts 2.3.0 calls np.in1d, which numpy 2.4 removed:
+    # alias it first (np.in1d = np.isin, see tests/tools/test_eval_demo.py) or use numpy < 2.4.
+    official_dir = "cityscapes_label_ids"
+    official_note = ("official evaluation: CITYSCAPES_DATASET=<root> CITYSCAPES_RESULTS=<out>/cityscapes_label_ids "
+                     "csEvalPixelLevelSemanticLabeling")
+
+    @staticmethod
+    def prediction_name(image_path: Path) -> str:
+        return f"{Path(image_path).parent.name}/{Path(image_path).stem}"
+
+    @staticmethod
+    def official_prediction(pred: np.ndarray, image_path: Path) -> tuple[str, np.ndarray]:
+        city, name = result_name(image_path)
+        return f"{city}/{name}", train_ids_to_label_ids(pred)
 
     def __init__(
         self,

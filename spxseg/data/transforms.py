@@ -248,7 +248,7 @@ def preprocess_image(
     short_side: int | None = None,
     size_hw: Sequence[int] | None = None,
 ) -> torch.Tensor:
-    """Test-time preprocessing of one image, the same for the datasets (:class:`TestPipeline`),
+    """Test-time preprocessing of one image, the same for the datasets (:class:`EvalPipeline`),
     :class:`~spxseg.engine.predictor.Segmenter` and the latency profiler's end-to-end path.
 
     RGB (H, W, 3) on the 0-255 scale (as :func:`~spxseg.data.io.read_image` returns it) -> float32
@@ -261,7 +261,7 @@ def preprocess_image(
     return normalize(image, mean, std)
 
 
-class TestPipeline:
+class EvalPipeline:
     """Optional resize (short side = ``test_short_side``) -> normalise (:func:`preprocess_image`); label at
     original size, or resized with the image (nearest) when ``test_resize_labels`` (scoring at the test
     resolution).
@@ -269,8 +269,6 @@ class TestPipeline:
     ``__call__(image, label)`` returns ``{"image": (3, h, w) float32, "label": (H, W) int64,
     "orig_size": (H, W)}`` (the label's size: predictions are resized to it).
     """
-
-    __test__ = False  # not a pytest test class
 
     def __init__(self, cfg) -> None:
         self.short_side = cfg.test_short_side

@@ -26,13 +26,14 @@ class DistInfo:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` (this process's GPU) or ``cuda:N``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
+    if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ValueError("device cuda requested (train.device or --device) but no CUDA device is available; "
                              "use cpu or auto")
-        return torch.device("cuda", local_rank)
+        return torch.device(name) if ":" in name else torch.device("cuda", local_rank)
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"device (train.device or --device) must be auto, cpu or cuda, got {name!r}")

@@ -14,7 +14,6 @@ import copy
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spxseg.config import Config, resolve_normalization, to_dict
+from spxseg.config import Config, resolve_normalization
 from spxseg.data.io import read_image
 from spxseg.data.transforms import mean_std, preprocess_image
 from spxseg.engine.checkpoint import (  # noqa: F401 - build_model_for_weights re-exported for older imports
@@ -31,13 +30,11 @@ from spxseg.engine.checkpoint import (  # noqa: F401 - build_model_for_weights r
     load_checkpoint,
     load_model_weights,
 )
-from spxseg.engine.inference import autocast_context, model_input, predict_batch, predict_probs
+from spxseg.engine.distributed import resolve_device
+from spxseg.engine.inference import infer_batch, infer_probs, model_input
+from spxseg.engine.precision import autocast_context
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def class_info(cfg: Config, num_classes: int | None = None) -> tuple[list[str], list[Color]]:
@@ -78,7 +75,7 @@ class Segmenter:
 
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device | str | None = None,
                  amp: str = "none") -> None:
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device("auto" if device is None else str(device))
         self.model = model.to(self.device).eval()
         self.cfg = resolve_normalization(copy.deepcopy(cfg))  # data.mean / std unset: the backbone's
         self.amp = amp
@@ -118,9 +115,6 @@ class Segmenter:
     def num_classes(self) -> int:
         return self.cfg.model.num_classes
 
-    def config_dict(self) -> dict[str, Any]:
-        return to_dict(self.cfg)
-
     # ------------------------------------------------------------------ preprocessing
 
     def preprocess(self, image: np.ndarray | str | Path, rgb: bool = False) -> tuple[Tensor, tuple[int, int]]:
@@ -148,11 +142,11 @@ class Segmenter:
         """Class probabilities (K, H, W) at the input resolution (float32, on the device)."""
         x, size = self.preprocess(image, rgb)
         with autocast_context(self.device, self.amp):
-            return predict_probs(self.model, x, self.cfg.eval, out_size=size)[0]
+            return infer_probs(self.model, x, self.cfg.eval, out_size=size)[0]
 
     def predict(self, image: np.ndarray | str | Path, rgb: bool = False) -> np.ndarray:
         """Label map (H, W) uint8 of train ids (``class_names[i]``) at the input resolution."""
-        return self.predict_with_superpixels(image, rgb)[0]
+        return self.predict_probs(image, rgb).argmax(0).to(torch.uint8).cpu().numpy()
 
     @torch.inference_mode()
     def predict_with_superpixels(self, image: np.ndarray | str | Path, rgb: bool = False
@@ -170,7 +164,7 @@ class Segmenter:
                 probs = F.interpolate(out.probs.float(), size=size, mode="bilinear", align_corners=False) \
                     if tuple(out.probs.shape[-2:]) != size else out.probs.float()
             else:
-                probs = predict_probs(self.model, x, ev, out_size=size)
+                probs = infer_probs(self.model, x, ev, out_size=size)
         labels = probs[0].argmax(0).to(torch.uint8).cpu().numpy()
         sp = out.superpixels[0].to(torch.int32).cpu().numpy()
         if sp.shape != size:
@@ -183,7 +177,7 @@ class Segmenter:
         """Label maps (H_i, W_i) uint8 for a list of images of any sizes (same-size images share a
         forward pass, up to ``cfg.eval.batch_size``)."""
         prepared = [self.preprocess(img, rgb) for img in images]
-        probs = predict_batch(self.model, [x[0] for x, _ in prepared], self.cfg.eval,
+        probs = infer_batch(self.model, [x[0] for x, _ in prepared], self.cfg.eval,
                               [size for _, size in prepared], self.device, self.amp)
         return [p.argmax(0).to(torch.uint8).cpu().numpy() for p in probs]
 

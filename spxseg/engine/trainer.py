@@ -35,9 +35,11 @@ from spxseg.engine.checkpoint import (
     save_weights,
     set_rng_state,
 )
+from spxseg.engine.evaluate import evaluate
 from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
-from spxseg.engine.inference import autocast_context, check_eval_config, evaluate
+from spxseg.engine.inference import check_eval_config
 from spxseg.engine.optim import build_optimizer, build_scheduler
+from spxseg.engine.precision import autocast_context, check_amp
 from spxseg.engine.run_log import RunLog
 from spxseg.engine.signals import StopSignal
 from spxseg.models import build_model, model_loss
@@ -70,8 +72,7 @@ def check_train_config(cfg: Config) -> None:
             raise ValueError(f"train.{key} must be >= 0, got {getattr(tc, key)}")
     if tc.lr <= 0:
         raise ValueError(f"train.lr must be > 0, got {tc.lr}")
-    if tc.amp not in ("none", "bf16", "fp16"):
-        raise ValueError(f"train.amp must be none, bf16 or fp16, got {tc.amp!r}")
+    check_amp(tc.amp, "train.amp")
     check_eval_config(cfg.eval)
 
 

@@ -127,7 +127,7 @@ def test_build_dataset_splits(tmp_path: Path, make_camvid) -> None:
 
 def test_class_info_and_prediction_writer(tmp_path: Path) -> None:
     from spxseg.config import Config
-    from spxseg.engine.export import PredictionWriter
+    from spxseg.engine.predictions import PredictionWriter
     from spxseg.engine.predictor import class_info
 
     cfg = Config()

@@ -13,10 +13,10 @@ from spxseg.config import DataConfig
 from spxseg.data import (
     CityscapesDataset,
     DatasetNotFoundError,
+    EvalPipeline,
     ImageReadError,
     LabelValueError,
     MissingLabelError,
-    TestPipeline,
     build_dataset,
 )
 from spxseg.data.cityscapes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, PALETTE
@@ -61,7 +61,7 @@ def test_class_metadata() -> None:
 
 def test_label_ids_mapped_with_official_table(tmp_path: Path) -> None:
     raw = make_cityscapes(tmp_path, "train", n=2)
-    ds = CityscapesDataset(tmp_path, "train", TestPipeline(DataConfig()))
+    ds = CityscapesDataset(tmp_path, "train", EvalPipeline(DataConfig()))
     assert len(ds) == 2 and ds.num_classes == 19
     assert ds.label_path(0).name.endswith("_gtFine_labelIds.png")
     for i in range(2):
@@ -77,9 +77,9 @@ def test_label_ids_mapped_with_official_table(tmp_path: Path) -> None:
 
 def test_prefers_label_train_ids(tmp_path: Path) -> None:
     make_cityscapes(tmp_path, "val", n=2, train_ids=True)
-    ds = CityscapesDataset(tmp_path, "val", TestPipeline(DataConfig()))
+    ds = CityscapesDataset(tmp_path, "val", EvalPipeline(DataConfig()))
     assert ds.label_path(1).name.endswith("_gtFine_labelTrainIds.png")
-    forced = CityscapesDataset(tmp_path, "val", TestPipeline(DataConfig()), prefer_train_ids=False)
+    forced = CityscapesDataset(tmp_path, "val", EvalPipeline(DataConfig()), prefer_train_ids=False)
     assert forced.label_path(1).name.endswith("_gtFine_labelIds.png")
     for i in range(2):
         np.testing.assert_array_equal(ds.load_label(i), forced.load_label(i))
@@ -105,7 +105,7 @@ def test_real_fixture_frame_through_label_ids(shared_dir: Path) -> None:
     root = shared_dir / "fixtures" / "cityscapes_mini"
     if not root.is_dir():
         pytest.skip(f"fixture {root} not available")
-    ds = CityscapesDataset(root, "val", TestPipeline(DataConfig()), prefer_train_ids=False)
+    ds = CityscapesDataset(root, "val", EvalPipeline(DataConfig()), prefer_train_ids=False)
     assert len(ds) == 1 and ds.label_path(0).name.endswith("_gtFine_labelIds.png")
     ours = ds.load_label(0)
     shipped_path = str(ds.label_path(0)).replace("_gtFine_labelIds.png", "_gtFine_labelTrainIds.png")
@@ -141,7 +141,7 @@ def test_image_without_label(tmp_path: Path) -> None:
 
 def test_truncated_and_unreadable_images(tmp_path: Path) -> None:
     make_cityscapes(tmp_path, "train", n=2)
-    ds = CityscapesDataset(tmp_path, "train", TestPipeline(DataConfig()))
+    ds = CityscapesDataset(tmp_path, "train", EvalPipeline(DataConfig()))
     img0, img1 = ds.image_path(0), ds.image_path(1)
     data = img0.read_bytes()
     img0.write_bytes(data[: len(data) // 2])
@@ -183,14 +183,14 @@ def test_jpeg_with_appended_data_and_exif_orientation(tmp_path: Path) -> None:
 def test_label_value_outside_class_set(tmp_path: Path) -> None:
     make_cityscapes(tmp_path, "train", n=1)
     make_cityscapes(tmp_path / "t", "train", n=1, train_ids=True)
-    ds = CityscapesDataset(tmp_path, "train", TestPipeline(DataConfig()))
+    ds = CityscapesDataset(tmp_path, "train", EvalPipeline(DataConfig()))
     lab = cv2.imread(str(ds.label_path(0)), cv2.IMREAD_UNCHANGED)
     lab[3, 3] = 40  # not a Cityscapes label id
     cv2.imwrite(str(ds.label_path(0)), lab)
     with pytest.raises(LabelValueError) as err:
         ds[0]
     assert "[40]" in str(err.value) and str(ds.label_path(0)) in str(err.value)
-    dt = CityscapesDataset(tmp_path / "t", "train", TestPipeline(DataConfig()))
+    dt = CityscapesDataset(tmp_path / "t", "train", EvalPipeline(DataConfig()))
     lab = cv2.imread(str(dt.label_path(0)), cv2.IMREAD_UNCHANGED)
     lab[0, 0] = 19  # train ids stop at 18
     cv2.imwrite(str(dt.label_path(0)), lab)
@@ -200,7 +200,7 @@ def test_label_value_outside_class_set(tmp_path: Path) -> None:
 
 def test_colour_label_is_rejected(tmp_path: Path) -> None:
     make_cityscapes(tmp_path, "train", n=1)
-    ds = CityscapesDataset(tmp_path, "train", TestPipeline(DataConfig()))
+    ds = CityscapesDataset(tmp_path, "train", EvalPipeline(DataConfig()))
     colour = np.zeros((32, 64, 3), np.uint8)
     colour[..., 2] = 200
     cv2.imwrite(str(ds.label_path(0)), colour)

@@ -1,5 +1,5 @@
 """One test-time preprocessing (resize to the test short side, normalise) and one EXIF policy for the
-datasets' TestPipeline and Segmenter."""
+datasets' EvalPipeline and Segmenter."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spxseg.config import Config, from_dict
-from spxseg.data import TestPipeline
+from spxseg.data import EvalPipeline
 from spxseg.data.io import read_image
 from spxseg.data.transforms import mean_std, preprocess_image, short_side_size
 
@@ -44,7 +44,7 @@ def test_segmenter_and_test_pipeline_preprocess_alike() -> None:
     seg = tiny_segmenter(short_side=16)
     image = np.random.default_rng(1).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     x, size = seg.preprocess(image, rgb=True)
-    item = TestPipeline(seg.cfg.data)(image, None)
+    item = EvalPipeline(seg.cfg.data)(image, None)
     assert size == (24, 40) == item["orig_size"] and x.shape == (1, 3, 16, 27)
     assert torch.equal(x[0], item["image"])
     bgr, _ = seg.preprocess(np.ascontiguousarray(image[..., ::-1]))  # OpenCV order, the default
@@ -69,6 +69,6 @@ def test_exif_oriented_jpeg_is_read_alike_by_datasets_and_segmenter(tmp_path: Pa
     x, size = seg.preprocess(path)
     assert size == (24, 40)
     assert torch.equal(x[0], preprocess_image(image, *mean_std(seg.cfg.data)))
-    assert torch.equal(x[0], TestPipeline(seg.cfg.data)(image, None)["image"])
+    assert torch.equal(x[0], EvalPipeline(seg.cfg.data)(image, None)["image"])
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         seg.preprocess(tmp_path / "missing.jpg")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spxseg.config import DataConfig
-from spxseg.data import TestPipeline, TrainPipeline
+from spxseg.data import EvalPipeline, TrainPipeline
 from spxseg.data.transforms import (
     crop_box,
     photometric_distortion,
@@ -119,7 +119,7 @@ def test_padding_and_test_pipeline() -> None:
     assert out["image"].shape == (3, 64, 96)
     assert torch.all(out["label"][40:] == 255) and torch.all(out["label"][:, 60:] == 255)
     assert torch.all(out["image"][:, 40:] == 0) and torch.all(out["image"][:, :, 60:] == 0)
-    test = TestPipeline(DataConfig(test_short_side=20))(img, lab)
+    test = EvalPipeline(DataConfig(test_short_side=20))(img, lab)
     assert test["image"].shape == (3, 20, 30) and test["label"].shape == (40, 60)
     assert test["orig_size"] == (40, 60)
     np.testing.assert_array_equal(test["label"].numpy(), lab)

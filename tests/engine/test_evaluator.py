@@ -15,6 +15,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from spxseg.config import EvalConfig
+from spxseg.engine.evaluate import evaluate
 from spxseg.engine.evaluator import (
     SegEvaluator,
     confusion_matrix,
@@ -22,7 +23,6 @@ from spxseg.engine.evaluator import (
     metrics_from_confusion,
     to_jsonable,
 )
-from spxseg.engine.inference import evaluate
 
 # label / prediction of a 2x4 image, 4 classes: class 3 is absent from both, one ignore pixel
 LABEL = torch.tensor([[0, 0, 1, 255], [2, 2, 1, 1]])

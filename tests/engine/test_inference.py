@@ -11,8 +11,9 @@ from torch import nn
 
 from spxseg import Segmenter
 from spxseg.config import Config, EvalConfig, from_dict, to_dict
+from spxseg.engine.evaluate import evaluate
 from spxseg.engine.evaluator import SegEvaluator, confusion_matrix, metrics_from_confusion
-from spxseg.engine.inference import evaluate, predict_batch, predict_probs, window_boxes
+from spxseg.engine.inference import infer_batch, infer_probs, window_boxes
 from spxseg.models import build_model
 
 TINY = {"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
@@ -55,25 +56,25 @@ def test_window_boxes_cover_the_image() -> None:
 
 def test_whole_equals_slide_when_one_window_covers_the_image(model) -> None:
     x = torch.randn(2, 3, 70, 100)
-    whole = predict_probs(model, x, EvalConfig(mode="whole"))
+    whole = infer_probs(model, x, EvalConfig(mode="whole"))
     for crop in ([70, 100], [128, 128]):
-        slide = predict_probs(model, x, EvalConfig(mode="slide", crop_size=crop, stride=[32, 32]))
+        slide = infer_probs(model, x, EvalConfig(mode="slide", crop_size=crop, stride=[32, 32]))
         assert torch.equal(whole, slide)
 
 
 def test_slide_count_map_with_overlapping_windows() -> None:
     m = PixelModel()
     x = torch.randn(1, 3, 70, 100)
-    whole = predict_probs(m, x, EvalConfig())
-    slide = predict_probs(m, x, EvalConfig(mode="slide", crop_size=[32, 48], stride=[20, 30], batch_size=4))
+    whole = infer_probs(m, x, EvalConfig())
+    slide = infer_probs(m, x, EvalConfig(mode="slide", crop_size=[32, 48], stride=[20, 30], batch_size=4))
     torch.testing.assert_close(slide, whole, rtol=0, atol=1e-6)
     assert torch.allclose(slide.sum(1), torch.ones(1, 70, 100), atol=1e-5)
 
 
 def test_slide_real_model_runs_with_batched_windows(model) -> None:
     x = torch.randn(1, 3, 70, 100)
-    one = predict_probs(model, x, EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=1))
-    four = predict_probs(model, x, EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=4))
+    one = infer_probs(model, x, EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=1))
+    four = infer_probs(model, x, EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=4))
     assert one.shape == (1, 5, 70, 100)
     torch.testing.assert_close(four, one, rtol=0, atol=1e-5)
     assert torch.allclose(one.sum(1), torch.ones(1, 70, 100), atol=1e-4)
@@ -82,8 +83,8 @@ def test_slide_real_model_runs_with_batched_windows(model) -> None:
 def test_flip_tta_on_a_flip_symmetric_input(model) -> None:
     half = torch.randn(1, 3, 64, 48)
     x = torch.cat([half, half.flip(-1)], -1)  # x == flip(x)
-    plain = predict_probs(model, x, EvalConfig())
-    tta = predict_probs(model, x, EvalConfig(flip=True))
+    plain = infer_probs(model, x, EvalConfig())
+    tta = infer_probs(model, x, EvalConfig(flip=True))
     assert torch.equal(tta, tta.flip(-1))  # the averaged prediction is mirror-symmetric
     assert torch.equal(tta, (plain + plain.flip(-1)) / 2)
     assert not torch.equal(plain, plain.flip(-1))  # the model itself is not flip-equivariant
@@ -92,18 +93,18 @@ def test_flip_tta_on_a_flip_symmetric_input(model) -> None:
 def test_tta_with_equivariant_model_equals_plain() -> None:
     m = PixelModel()
     x = torch.randn(1, 3, 64, 96)
-    plain = predict_probs(m, x, EvalConfig())
-    torch.testing.assert_close(predict_probs(m, x, EvalConfig(flip=True)), plain, rtol=0, atol=1e-6)
+    plain = infer_probs(m, x, EvalConfig())
+    torch.testing.assert_close(infer_probs(m, x, EvalConfig(flip=True)), plain, rtol=0, atol=1e-6)
     const = torch.ones(1, 3, 64, 96) * torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
-    ms = predict_probs(m, const, EvalConfig(scales=[0.5, 0.75, 1.5], flip=True), out_size=(40, 50))
+    ms = infer_probs(m, const, EvalConfig(scales=[0.5, 0.75, 1.5], flip=True), out_size=(40, 50))
     assert ms.shape == (1, 5, 40, 50)
-    torch.testing.assert_close(ms, predict_probs(m, const, EvalConfig(), out_size=(40, 50)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ms, infer_probs(m, const, EvalConfig(), out_size=(40, 50)), rtol=0, atol=1e-6)
 
 
 def test_multiscale_real_model(model) -> None:
     x = torch.randn(1, 3, 64, 96)
-    assert torch.equal(predict_probs(model, x, EvalConfig(scales=[1.0])), predict_probs(model, x, EvalConfig()))
-    probs = predict_probs(model, x, EvalConfig(scales=[0.5, 1.0, 1.5], flip=True), out_size=(128, 192))
+    assert torch.equal(infer_probs(model, x, EvalConfig(scales=[1.0])), infer_probs(model, x, EvalConfig()))
+    probs = infer_probs(model, x, EvalConfig(scales=[0.5, 1.0, 1.5], flip=True), out_size=(128, 192))
     assert probs.shape == (1, 5, 128, 192)
     assert torch.allclose(probs.sum(1), torch.ones(1, 128, 192), atol=1e-4)
 
@@ -114,10 +115,10 @@ def test_channels_last_feeds_nhwc_images_with_the_same_result(model) -> None:
         lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     try:
         x = torch.randn(2, 3, 64, 96)
-        nhwc = predict_probs(model, x, EvalConfig(channels_last=True))
-        nchw = predict_probs(model, x, EvalConfig(channels_last=False))
+        nhwc = infer_probs(model, x, EvalConfig(channels_last=True))
+        nchw = infer_probs(model, x, EvalConfig(channels_last=False))
         slide = EvalConfig(mode="slide", crop_size=[64, 64], stride=[32, 32], batch_size=2)
-        predict_probs(model, x, slide)  # the sliding windows too (one batched forward)
+        infer_probs(model, x, slide)  # the sliding windows too (one batched forward)
         seg = Segmenter(model, from_dict(Config, {"model": TINY}), device="cpu")
         seg.predict(np.zeros((64, 96, 3), np.uint8))  # with its superpixels, from its own forward
         seg.cfg.eval.channels_last = False
@@ -134,20 +135,20 @@ def test_batch_with_different_sizes_matches_single_images(model) -> None:
     images = [torch.randn(3, 64, 96, generator=g), torch.randn(3, 96, 64, generator=g),
               torch.randn(3, 64, 96, generator=g), torch.randn(3, 50, 70, generator=g)]
     sizes = [(64, 96), (100, 70), None, (50, 70)]
-    out = predict_batch(model, images, EvalConfig(batch_size=2), sizes)
+    out = infer_batch(model, images, EvalConfig(batch_size=2), sizes)
     for img, size, probs in zip(images, sizes, out):
-        ref = predict_probs(model, img[None], EvalConfig(), out_size=size)[0]
+        ref = infer_probs(model, img[None], EvalConfig(), out_size=size)[0]
         assert probs.shape == ref.shape
         torch.testing.assert_close(probs, ref, rtol=0, atol=1e-5)
 
 
 def test_bad_eval_config_is_named() -> None:
     with pytest.raises(ValueError, match="eval.mode"):
-        predict_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(mode="tiles"))
+        infer_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(mode="tiles"))
     with pytest.raises(ValueError, match="eval.scales"):
-        predict_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(scales=[]))
+        infer_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(scales=[]))
     with pytest.raises(ValueError, match=r"eval.stride \[150, 150\] must not exceed eval.crop_size"):
-        predict_probs(PixelModel(), torch.randn(1, 3, 300, 300),
+        infer_probs(PixelModel(), torch.randn(1, 3, 300, 300),
                       EvalConfig(mode="slide", crop_size=[100, 100], stride=[150, 150]))
 
 
@@ -170,7 +171,7 @@ def test_evaluate_scores_at_label_resolution_for_list_and_collated_batches() -> 
     items = _items()
     conf = torch.zeros(5, 5, dtype=torch.long)
     for item in items:
-        probs = predict_probs(m, item["image"][None], EvalConfig(), out_size=tuple(item["label"].shape))
+        probs = infer_probs(m, item["image"][None], EvalConfig(), out_size=tuple(item["label"].shape))
         conf += confusion_matrix(probs.argmax(1)[0], item["label"], 5)
     expected = metrics_from_confusion(conf)
     seen: list[tuple] = []
@@ -224,7 +225,7 @@ def test_segmenter_from_checkpoint(checkpoint) -> None:
         ref = seg.model(x.permute(2, 0, 1)[None]).probs[0]
     torch.testing.assert_close(seg.predict_probs(bgr), ref, rtol=0, atol=1e-5)
     other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    batch = seg.predict_batch([bgr, other, bgr])
+    batch = seg.infer_batch([bgr, other, bgr])
     assert np.array_equal(batch[0], labels) and np.array_equal(batch[2], labels) and batch[1].shape == (64, 64)
 
 

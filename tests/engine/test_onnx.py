@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from spxseg.engine.export import ExportWrapper, export_onnx
+from spxseg.engine.onnx_export import ExportWrapper, export_onnx
 from spxseg.models import build_model
 
 TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from spxseg.data.cityscapes import CityscapesDataset, train_ids_to_label_ids
+from spxseg.data.cityscapes import result_name as cityscapes_result_name
 from spxseg.engine.evaluator import SegEvaluator
-from spxseg.engine.export import (
-    CITYSCAPES_DIR,
-    PredictionWriter,
-    cityscapes_result_name,
-    train_ids_to_label_ids,
-)
+from spxseg.engine.predictions import PredictionWriter
 from spxseg.engine.visualize import boundary_mask, colorize, draw_boundaries, make_panel, overlay
 
+CITYSCAPES_DIR = CityscapesDataset.official_dir
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 REAL_FRAME = FIXTURES / "cityscapes_mini"
 CITY, FRAME = "frankfurt", "frankfurt_000000_000294"
@@ -143,11 +141,11 @@ def test_agrees_with_cityscapesscripts(tmp_path) -> None:
     if not REAL_FRAME.is_dir():
         pytest.skip(f"fixture {REAL_FRAME} not found")
     from spxseg.config import DataConfig
-    from spxseg.data import CityscapesDataset, TestPipeline
+    from spxseg.data import CityscapesDataset, EvalPipeline
     from spxseg.data.cityscapes import CLASS_NAMES, PALETTE
 
     root = make_cityscapes_root(tmp_path / "cityscapes")
-    dataset = CityscapesDataset(root, "val", TestPipeline(DataConfig()))
+    dataset = CityscapesDataset(root, "val", EvalPipeline(DataConfig()))
     assert len(dataset) == 4
     writer = PredictionWriter(tmp_path / "preds", PALETTE, dataset="cityscapes")
     evaluator = SegEvaluator(19, CLASS_NAMES)
@@ -158,7 +156,7 @@ def test_agrees_with_cityscapesscripts(tmp_path) -> None:
         evaluator.update(torch.from_numpy(pred), torch.from_numpy(label.astype(np.int64)))
         writer.write(pred, dataset.image_path(i))
     ours = evaluator.compute()
-    official = official_pixel_eval(root, writer.cityscapes_dir)
+    official = official_pixel_eval(root, writer.official_dir)
 
     assert ours["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=0.01)
     for name in CLASS_NAMES:
