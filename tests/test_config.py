@@ -92,9 +92,12 @@ SHIPPED = sorted(p.relative_to(CONFIGS) for p in CONFIGS.rglob("*.yaml") if "_ba
 
 @pytest.mark.parametrize("path", SHIPPED)
 def test_shipped_configs_load(path):
+    from spxseg.data import dataset_class
+
     cfg = load_config(CONFIGS / path)
     assert isinstance(cfg, Config)
-    assert cfg.model.num_classes in (19, 150)
+    assert cfg.model.num_classes == len(dataset_class(cfg.data.dataset).class_names) in (11, 19, 150)
+    assert cfg.data.mean is not None and len(cfg.data.mean) == 3  # resolved from the backbone
 
 
 def test_model_config_accepts_sections_and_whole_configs():

@@ -225,7 +225,7 @@ def test_segmenter_from_checkpoint(checkpoint) -> None:
         ref = seg.model(x.permute(2, 0, 1)[None]).probs[0]
     torch.testing.assert_close(seg.predict_probs(bgr), ref, rtol=0, atol=1e-5)
     other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    batch = seg.infer_batch([bgr, other, bgr])
+    batch = seg.predict_batch([bgr, other, bgr])
     assert np.array_equal(batch[0], labels) and np.array_equal(batch[2], labels) and batch[1].shape == (64, 64)
 
 
