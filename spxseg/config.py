@@ -357,14 +357,18 @@ def resolve_normalization(cfg: Config) -> Config:
     return cfg
 
 
-def load_tool_config(path: str | Path, overrides: list[str] | None = None,
-                     checkpoint: str | Path | None = None) -> Config:
-    """:func:`load_config` for the command-line tools: also check that the ``--checkpoint`` a tool was
-    given (when it was) is a file, so every tool reports both mistakes the same way, as a ConfigError."""
-    cfg = load_config(path, overrides)
+def load_tool_config(path: str | Path | None, overrides: list[str] | None = None,
+                     checkpoint: str | Path | None = None) -> Config | None:
+    """:func:`load_config` for the command-line tools that take ``--config`` and / or ``--checkpoint``.
+
+    Checks that the ``--checkpoint`` (when given) is a file, so every tool reports both mistakes the same
+    way, as a ConfigError. Without ``--config`` returns None: the config comes from the checkpoint.
+    """
+    if path is None and checkpoint is None:
+        raise ConfigError("give --config, --checkpoint or both")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
-    return cfg
+    return load_config(path, overrides) if path is not None else None
 
 
 def _section(cfg: Any, name: str, cls: type) -> Any:

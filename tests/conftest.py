@@ -12,6 +12,7 @@ import pytest
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 # Read-only data shared next to the checkout (../shared): fixtures/, datasets/ (see their README.md files)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"  # the one place tests find them: ``from conftest import FIXTURES``
 
 
 @pytest.fixture(scope="session")

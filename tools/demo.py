@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from spxseg.cli import add_model_arguments, reports  # noqa: E402
 from spxseg.config import ConfigError, load_tool_config  # noqa: E402
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -32,12 +33,10 @@ def find_images(path: Path) -> list[Path]:
     raise FileNotFoundError(f"input not found: {path}")
 
 
+@reports(ConfigError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config file (default with --checkpoint: the config it was trained "
-                                          "with: stored in a .pth, the config.yaml next to a .safetensors)")
-    parser.add_argument("--checkpoint", help="checkpoint (.pth) or model.safetensors; without it the model has "
-                                             "RANDOM weights")
+    add_model_arguments(parser, checkpoint_required=False)
     parser.add_argument("--input", required=True, help="an image file or a folder of images (searched recursively)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -45,14 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
 
-    if args.config is None and args.checkpoint is None:
-        print("error: give --config, --checkpoint or both", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_tool_config(args.config, args.opts, args.checkpoint) if args.config else None
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_tool_config(args.config, args.opts, args.checkpoint)  # ConfigError: one line, exit 2
     try:
         images = find_images(Path(args.input))
     except FileNotFoundError as err:

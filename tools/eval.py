@@ -21,15 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from spxseg.cli import add_model_arguments, reports  # noqa: E402
 from spxseg.config import ConfigError, load_tool_config, to_dict  # noqa: E402
 
 
+@reports(ConfigError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config file (default: the config the checkpoint was trained with: "
-                                          "stored in a .pth, the config.yaml next to a .safetensors)")
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint (.pth) written by tools/train.py, or its model.safetensors weights")
+    add_model_arguments(parser, checkpoint_required=True)
     parser.add_argument("--out", help="folder for metrics.json (default: work_dirs/eval/<config name>)")
     parser.add_argument("--save-preds", metavar="DIR", help="write predictions (train ids, colour, official format)")
     parser.add_argument("--split", default="val", choices=["val", "test", "train"], help="split to evaluate")
@@ -41,22 +40,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="config overrides, e.g. eval.mode=slide eval.flip=true")
     args = parser.parse_args(argv)
 
-    try:
-        cfg = load_tool_config(args.config, args.opts, args.checkpoint) if args.config else None
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_tool_config(args.config, args.opts, args.checkpoint)  # ConfigError: one line, exit 2
     ckpt_path = Path(args.checkpoint)
 
     import torch
 
     from spxseg.data import build_dataloader, build_dataset
-    from spxseg.engine.checkpoint import (
-        build_model_for_weights,
-        config_from_checkpoint,
-        load_checkpoint,
-        load_model_weights,
-    )
+    from spxseg.engine.checkpoint import load_trained_model
     from spxseg.engine.distributed import cleanup, init_distributed
     from spxseg.engine.evaluate import evaluate
     from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
@@ -64,10 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from spxseg.engine.predictions import PredictionWriter
 
     try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
-        ckpt = load_checkpoint(ckpt_path)
-        if cfg is None:
-            cfg = config_from_checkpoint(ckpt, ckpt_path, args.opts)
-    except (FileNotFoundError, ValueError) as err:
+        model, cfg, ckpt = load_trained_model(ckpt_path, cfg, args.opts)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     config_source = str(args.config) if args.config else ckpt.get("config_file") or f"stored in {ckpt_path}"
@@ -87,8 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         loader = build_dataloader(dataset, cfg.eval.batch_size, train=False,
                                   num_workers=cfg.data.num_workers if args.num_workers is None else args.num_workers,
                                   pin_memory=dist_info.device.type == "cuda")
-        model = build_model_for_weights(cfg.model)
-        load_model_weights(model, ckpt, ckpt_path, cfg.model)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         cleanup()

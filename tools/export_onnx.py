@@ -20,15 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from spxseg.cli import add_model_arguments, reports  # noqa: E402
 from spxseg.config import ConfigError, load_tool_config  # noqa: E402
 
 
+@reports(ConfigError)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config file (default with --checkpoint: the config it was trained "
-                                          "with: stored in a .pth, the config.yaml next to a .safetensors)")
-    parser.add_argument("--checkpoint", help="checkpoint (.pth) or model.safetensors; without it the weights are "
-                                             "RANDOM")
+    add_model_arguments(parser, checkpoint_required=False)
     parser.add_argument("--size", type=int, nargs=2, required=True, metavar=("H", "W"), help="input size")
     parser.add_argument("--out", required=True, help="output .onnx file")
     parser.add_argument("--batch", type=int, default=1, help="batch size of the exported graph")
@@ -42,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     args = parser.parse_args(argv)
 
-    if args.config is None and args.checkpoint is None:
-        print("error: give --config, --checkpoint or both", file=sys.stderr)
-        return 2
-    try:
-        cfg = load_tool_config(args.config, args.opts, args.checkpoint) if args.config else None
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_tool_config(args.config, args.opts, args.checkpoint)  # ConfigError: one line, exit 2
     h, w = args.size
     if h < 32 or w < 32:
         print(f"error: --size {h} {w}: the model needs H, W >= 32", file=sys.stderr)
@@ -59,22 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from spxseg.engine.checkpoint import (
-        build_model_for_weights,
-        config_from_checkpoint,
-        load_checkpoint,
-        load_model_weights,
-    )
+    from spxseg.engine.checkpoint import build_model_for_weights, load_trained_model
     from spxseg.engine.onnx_export import compare_onnx, export_onnx
     from spxseg.engine.predictor import class_info
 
     if args.checkpoint:
         try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
-            ckpt = load_checkpoint(args.checkpoint)
-            if cfg is None:
-                cfg = config_from_checkpoint(ckpt, args.checkpoint, args.opts)
-            model = build_model_for_weights(cfg.model).eval()
-            load_model_weights(model, ckpt, args.checkpoint, cfg.model)
+            model, cfg, _ = load_trained_model(args.checkpoint, cfg, args.opts)
+            model.eval()
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

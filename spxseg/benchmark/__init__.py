@@ -27,22 +27,13 @@ mode (:func:`end_to_end_callable`) feeds decoded RGB images; see there for what 
 """
 
 from spxseg.benchmark.profile import Row, format_stages, format_table, profile_models
-from spxseg.benchmark.runners import (
-    STAGES,
-    compiled,
-    end_to_end_callable,
-    make_runner,
-    prepare,
-    scores_of,
-    stage_breakdown,
-)
-from spxseg.benchmark.settings import DTYPES, RunSettings, device_name, synchronize
+from spxseg.benchmark.runners import STAGES, stage_breakdown
+from spxseg.benchmark.settings import DTYPES, RunSettings, device_name
 from spxseg.benchmark.timing import Timing, count_flops, count_params, time_callable, time_interleaved
 from spxseg.benchmark.zoo import BASELINES, available_baselines, build_baseline
 
 __all__ = [
     "BASELINES", "DTYPES", "STAGES", "Row", "RunSettings", "Timing", "available_baselines", "build_baseline",
-    "compiled", "count_flops", "count_params", "device_name", "end_to_end_callable", "format_stages", "format_table",
-    "make_runner", "prepare", "profile_models", "scores_of", "stage_breakdown", "synchronize", "time_callable",
-    "time_interleaved",
+    "count_flops", "count_params", "device_name", "format_stages", "format_table", "profile_models",
+    "stage_breakdown", "time_callable", "time_interleaved",
 ]

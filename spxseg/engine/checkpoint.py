@@ -378,3 +378,14 @@ class CheckpointManager:
         upto = [p for p in numbered if int(p.stem[len("iter_"):]) <= iteration]
         for old in upto[: -self.keep]:
             old.unlink()
+
+
+def load_trained_model(path: str | Path, cfg: Config | None = None, overrides: list[str] | None = None
+                       ) -> tuple[nn.Module, Config, dict]:
+    """``(model, config, checkpoint)`` of a training checkpoint or ``.safetensors`` weights file: read safely,
+    the config is ``cfg`` or the one the file was trained with (``overrides`` applied), weights loaded strictly."""
+    ckpt = load_checkpoint(path)
+    cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path, overrides)
+    model = build_model_for_weights(cfg.model)
+    load_model_weights(model, ckpt, path, cfg.model)
+    return model, cfg, ckpt

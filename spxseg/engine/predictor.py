@@ -24,12 +24,7 @@ from torch import Tensor, nn
 from spxseg.config import Config, resolve_normalization
 from spxseg.data.io import read_image
 from spxseg.data.transforms import mean_std, preprocess_image
-from spxseg.engine.checkpoint import (  # noqa: F401 - build_model_for_weights re-exported for older imports
-    build_model_for_weights,
-    config_from_checkpoint,
-    load_checkpoint,
-    load_model_weights,
-)
+from spxseg.engine.checkpoint import load_trained_model
 from spxseg.engine.distributed import resolve_device
 from spxseg.engine.inference import infer_batch, infer_probs, model_input
 from spxseg.engine.precision import autocast_context
@@ -93,10 +88,7 @@ class Segmenter:
         apply to that config. A file that would need more than tensors and plain data to load is refused
         (``ValueError`` naming it) without running anything.
         """
-        ckpt = load_checkpoint(path)
-        cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path, overrides)
-        model = build_model_for_weights(cfg.model)
-        load_model_weights(model, ckpt, path, cfg.model)
+        model, cfg, _ = load_trained_model(path, cfg, overrides)
         return cls(model, cfg, device=device, amp=amp)
 
     @classmethod
@@ -104,8 +96,7 @@ class Segmenter:
                     device: torch.device | str | None = None, amp: str = "none") -> Segmenter:
         """Model from ``cfg``; weights from ``checkpoint`` when given, else random (warns)."""
         if checkpoint is not None:
-            model = build_model_for_weights(cfg.model)
-            load_model_weights(model, load_checkpoint(checkpoint), checkpoint, cfg.model)
+            model = load_trained_model(checkpoint, cfg)[0]
         else:
             model = build_model(cfg.model)
             warnings.warn("Segmenter built without a checkpoint: the model has RANDOM weights", stacklevel=2)

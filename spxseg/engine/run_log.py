@@ -1,13 +1,19 @@
 """A training run's logs: ``metrics.jsonl`` (one strict-JSON object per log step and evaluation) and
-TensorBoard scalars (when tensorboard is installed), opened and closed as one context manager."""
+TensorBoard scalars (when tensorboard is installed), opened and closed as one context manager; and the
+window of loss terms between two log lines."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from spxseg.engine import distributed as du
 from spxseg.engine.evaluator import to_jsonable
 
 
@@ -49,6 +55,42 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
         self._file = self._tb = None
+
+
+@dataclass
+class LossWindow:
+    """Loss terms and timings since the last log line, kept on the device (one host sync per log line)."""
+
+    device: torch.device
+    terms: torch.Tensor = None  # type: ignore[assignment]
+    nonfinite: torch.Tensor = None  # type: ignore[assignment]
+    iters: int = 0
+    data_time: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.terms = torch.zeros(3, device=self.device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+
+    def add(self, terms: torch.Tensor, data_time: float) -> None:
+        self.nonfinite |= ~torch.isfinite(terms).all()
+        self.terms += terms
+        self.iters += 1
+        self.data_time += data_time
+
+    def record(self, iteration: int, lr: float) -> dict:
+        """The log record of this window (averaged over the ranks), then start a new window."""
+        mean = du.all_reduce_mean(self.terms / self.iters).tolist()
+        record = {
+            "iter": iteration, "loss": mean[0], "loss_pixel": mean[1], "loss_superpixel": mean[2],
+            "lr": lr, "it_per_s": self.iters / (time.perf_counter() - self.start),
+            "data_time": self.data_time / self.iters,
+        }
+        if self.device.type == "cuda":
+            record["mem_MiB"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.terms.zero_()
+        self.iters, self.data_time = 0, 0.0
+        return record
 
 
 def _tensorboard(work_dir: Path, purge_step: int | None = None):

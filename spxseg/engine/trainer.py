@@ -13,7 +13,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from spxseg.engine.evaluator import SegEvaluator, format_table, to_jsonable
 from spxseg.engine.inference import check_eval_config
 from spxseg.engine.optim import build_optimizer, build_scheduler
 from spxseg.engine.precision import autocast_context, check_amp
-from spxseg.engine.run_log import RunLog
+from spxseg.engine.run_log import LossWindow, RunLog
 from spxseg.engine.signals import StopSignal
 from spxseg.models import build_model, model_loss
 
@@ -249,42 +249,6 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
     return terms, data_time
 
 
-@dataclass
-class LossWindow:
-    """Loss terms and timings since the last log line, kept on the device (one host sync per log line)."""
-
-    device: torch.device
-    terms: torch.Tensor = None  # type: ignore[assignment]
-    nonfinite: torch.Tensor = None  # type: ignore[assignment]
-    iters: int = 0
-    data_time: float = 0.0
-    start: float = field(default_factory=time.perf_counter)
-
-    def __post_init__(self) -> None:
-        self.terms = torch.zeros(3, device=self.device)
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-
-    def add(self, terms: torch.Tensor, data_time: float) -> None:
-        self.nonfinite |= ~torch.isfinite(terms).all()
-        self.terms += terms
-        self.iters += 1
-        self.data_time += data_time
-
-    def record(self, run: Run) -> dict:
-        """The log record of this window (averaged over the ranks), then start a new window."""
-        mean = du.all_reduce_mean(self.terms / self.iters).tolist()
-        record = {
-            "iter": run.iteration, "loss": mean[0], "loss_pixel": mean[1], "loss_superpixel": mean[2],
-            "lr": run.optimizer.param_groups[-1]["lr"], "it_per_s": self.iters / (time.perf_counter() - self.start),
-            "data_time": self.data_time / self.iters,
-        }
-        if run.device.type == "cuda":
-            record["mem_MiB"] = torch.cuda.max_memory_allocated(run.device) / 2**20
-        self.terms.zero_()
-        self.iters, self.data_time = 0, 0.0
-        return record
-
-
 def evaluate_run(run: Run, val_loader, evaluator: SegEvaluator, log: RunLog, progress: bool) -> tuple[dict, bool]:
     """Score the model on the validation set, log it; returns the metrics and whether they are the best yet."""
     metrics = evaluate(run.model, val_loader, run.cfg.eval, evaluator, run.device, run.cfg.train.amp,
@@ -388,7 +352,7 @@ def fit(run: Run) -> dict:
             eval_due = it % tc.eval_interval == 0 and not last
             if it % tc.log_interval == 0 or checkpoint_due or eval_due:
                 _check_finite(run, window)
-                record = window.record(run)
+                record = window.record(run.iteration, run.optimizer.param_groups[-1]["lr"])
                 log.write(record)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
             is_best = evaluate_run(run, val_loader, evaluator, log, progress)[1] if eval_due else False

@@ -149,7 +149,7 @@ def test_bad_eval_config_is_named() -> None:
         infer_probs(PixelModel(), torch.randn(1, 3, 32, 32), EvalConfig(scales=[]))
     with pytest.raises(ValueError, match=r"eval.stride \[150, 150\] must not exceed eval.crop_size"):
         infer_probs(PixelModel(), torch.randn(1, 3, 300, 300),
-                      EvalConfig(mode="slide", crop_size=[100, 100], stride=[150, 150]))
+                    EvalConfig(mode="slide", crop_size=[100, 100], stride=[150, 150]))
 
 
 def _items(n: int = 4, k: int = 5) -> list[dict]:
@@ -187,9 +187,18 @@ def test_evaluate_scores_at_label_resolution_for_list_and_collated_batches() -> 
 
 
 def test_evaluate_real_model_restores_training_mode(model) -> None:
+    items = _items(2)
+    model.eval()
+    conf = torch.zeros(5, 5, dtype=torch.long)
+    with torch.no_grad():  # what evaluate must compute: the eval-mode model (BatchNorm running statistics)
+        for item in items:
+            probs = infer_probs(model, item["image"][None], EvalConfig(), out_size=tuple(item["label"].shape))
+            conf += confusion_matrix(probs.argmax(1)[0], item["label"], 5)
     model.train()
-    metrics = evaluate(model, [_items(2)], EvalConfig(), SegEvaluator(5), torch.device("cpu"), progress=False)
-    assert model.training and 0.0 <= metrics["aAcc"] <= 100.0
+    metrics = evaluate(model, [items], EvalConfig(), SegEvaluator(5), torch.device("cpu"), progress=False)
+    assert model.training
+    assert metrics["aAcc"] == pytest.approx(metrics_from_confusion(conf)["aAcc"])
+    assert metrics["mIoU"] == pytest.approx(metrics_from_confusion(conf)["mIoU"])
     model.eval()
 
 

@@ -16,6 +16,7 @@ TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "ce
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
 
 
+@pytest.mark.slow  # subprocess, torchrun or export: tens of seconds
 def test_torch_export_succeeds() -> None:
     torch.manual_seed(0)
     model = build_model(TINY).eval()

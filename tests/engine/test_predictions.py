@@ -20,7 +20,8 @@ from spxseg.engine.predictions import PredictionWriter
 from spxseg.engine.visualize import boundary_mask, colorize, draw_boundaries, make_panel, overlay
 
 CITYSCAPES_DIR = CityscapesDataset.official_dir
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+from conftest import FIXTURES  # noqa: E402
+
 REAL_FRAME = FIXTURES / "cityscapes_mini"
 CITY, FRAME = "frankfurt", "frankfurt_000000_000294"
 

@@ -173,6 +173,7 @@ def test_resume_from_a_missing_path_is_an_error(tiny_config, tmp_path):
         trainer.train(load_config(tiny_config), tmp_path, resume=str(tmp_path / "nope.pth"), progress=False)
 
 
+@pytest.mark.slow  # subprocess, torchrun or export: tens of seconds
 def test_torchrun_two_processes(tiny_config, tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -206,6 +207,7 @@ sys.exit(train.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow  # subprocess, torchrun or export: tens of seconds
 def test_torchrun_stop_signal_on_one_rank_stops_all_at_the_same_iteration(tiny_config, tmp_path):
     script = tmp_path / "train_sigterm.py"
     script.write_text(DDP_STOP.format(tools=str(REPO / "tools")))

@@ -11,6 +11,9 @@ SMALL = {"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "ce
          "tokenizer": {"iters": 2, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}}
 
 
+pytestmark = pytest.mark.slow  # torch.compile traces: tens of seconds each
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

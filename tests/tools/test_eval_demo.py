@@ -17,7 +17,8 @@ import yaml
 from spxseg.config import from_dict, to_dict
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+from conftest import FIXTURES  # noqa: E402
+
 REAL_FRAME = FIXTURES / "cityscapes_mini"
 STREET = FIXTURES / "images" / "cityscapes_street_1024x512.png"
 CITY, FRAME = "frankfurt", "frankfurt_000000_000294"
@@ -92,6 +93,7 @@ def setup(tmp_path_factory) -> dict:
     return {"tmp": tmp, "root": root, "config": str(config), "ckpt": str(ckpt), "has_real": has_real}
 
 
+@pytest.mark.slow  # subprocess, torchrun or export: tens of seconds
 def test_eval_metrics_json_and_official_cityscapes_agreement(setup) -> None:
     tmp = setup["tmp"]
     out, preds = tmp / "eval_out", tmp / "preds"
@@ -141,6 +143,7 @@ def test_eval_sliding_window_and_flip_by_opts(setup, capsys, load_tool) -> None:
     assert metrics["eval"]["mode"] == "slide" and metrics["eval"]["flip"] is True
 
 
+@pytest.mark.slow  # subprocess, torchrun or export: tens of seconds
 @pytest.mark.skipif(not STREET.is_file(), reason="street image fixture not found")
 def test_demo_on_street_image_with_random_weights(setup) -> None:
     out = setup["tmp"] / "demo"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,8 @@ import yaml
 from spxseg import benchmark as prof
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("SPXSEG_FIXTURES", REPO.parent / "shared" / "fixtures"))
+from conftest import FIXTURES  # noqa: E402
+
 TINY = {"num_classes": 19, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
 KEYS = {"model", "device", "dtype", "size", "batch", "median_ms", "p90_ms", "fps", "params_M", "gflops", "peak_mem_MiB"}
