@@ -32,3 +32,11 @@ def add_model_arguments(parser, checkpoint_required: bool = False) -> None:
     random = "" if checkpoint_required else "; without it the model has RANDOM weights"
     parser.add_argument("--checkpoint", required=checkpoint_required,
                         help=f"checkpoint (.pth) written by tools/train.py, or its model.safetensors weights{random}")
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of an aligned plain-text table: the first column left-aligned, the others right-aligned, a rule
+    under the header. Cells are strings (format numbers first)."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return [fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows]

@@ -23,6 +23,7 @@ from spxseg.benchmark.runners import (
 )
 from spxseg.benchmark.settings import RunSettings, device_name
 from spxseg.benchmark.timing import Timing, count_flops, count_params, time_callable, time_interleaved
+from spxseg.cli import text_table
 
 # --------------------------------------------------------------------------- the whole run
 
@@ -199,11 +200,7 @@ def format_table(rows: Sequence[Row], reference: str | None = None) -> str:
         if ref is not None:
             cells.append(f"{r.median_ms / ref.median_ms:.2f}")
         lines.append(cells)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
-    fmt = "  ".join(f"{{:<{widths[0]}}}" if i == 0 else f"{{:>{wd}}}" for i, wd in enumerate(widths))
-    out = [fmt.format(*header), fmt.format(*["-" * wd for wd in widths])]
-    out += [fmt.format(*cells) for cells in lines]
-    return "\n".join(out)
+    return "\n".join(text_table(header, lines))
 
 
 def format_stages(stages: dict[str, float]) -> str:

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from spxseg.cli import text_table
+
 
 def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
     """K x K int64 confusion matrix (rows: ground truth, columns: prediction) on ``label``'s device.
@@ -147,17 +149,12 @@ class SegEvaluator:
 
 def format_table(metrics: dict) -> str:
     """Aligned per-class table (IoU, Acc in percent) plus the summary line."""
-    names = list(metrics["per_class"])
-    width = max([len("class"), *map(len, names)])
-    lines = [f"{'class':<{width}}  {'IoU':>6}  {'Acc':>6}", "-" * (width + 16)]
-
     def fmt(x: float | None) -> str:
         return "   n/a" if x is None or math.isnan(x) else f"{x:6.2f}"
 
-    for name in names:
-        row = metrics["per_class"][name]
-        lines.append(f"{name:<{width}}  {fmt(row['IoU'])}  {fmt(row['Acc'])}")
-    lines.append("-" * (width + 16))
+    rows = [[name, fmt(row["IoU"]), fmt(row["Acc"])] for name, row in metrics["per_class"].items()]
+    lines = text_table(["class", "IoU", "Acc"], rows)
+    lines.append("-" * len(lines[0]))
     lines.append(
         f"mIoU {fmt(metrics['mIoU']).strip()}  mAcc {fmt(metrics['mAcc']).strip()}  "
         f"aAcc {fmt(metrics['aAcc']).strip()}  fwIoU {fmt(metrics['fwIoU']).strip()}"
