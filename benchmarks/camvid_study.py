@@ -11,7 +11,7 @@
    machine), each in ``WORK_ROOT/<model>`` with its log in ``train.log``. The final val
    evaluation (``metrics.json``) is what the table shows.
 2. After every training has finished (never while one runs), times all four and the Lite0 backbone
-   alone with the project's profiler (:func:`spxseg.engine.profiling.profile_models`: random
+   alone with the project's profiler (:func:`spxseg.benchmark.profile_models`: random
    weights, model only, batch 1, fp32, interleaved rounds) at ``--size`` (360x480), and counts
    parameters and GFLOPs.
 3. Writes ``OUT/<model>.json`` (metrics, per-class IoU, latency, params, GFLOPs, training time),

@@ -6,7 +6,7 @@
 
 Latency: median of ``--iters`` (>= 5) forwards after ``--warmup`` untimed ones, the full model and the
 bare backbone (the model's own ``backbone`` module) timed in interleaved rounds on the same random
-input, with spxseg.engine.profiling (the timing code of tools/profile_latency.py). Random weights;
+input, with spxseg.benchmark (the timing code of tools/profile_latency.py). Random weights;
 nothing is downloaded. The ratio full / backbone is what issue 2 bounds (<= 1.3x).
 """
 

@@ -20,7 +20,7 @@ CUDA: CUDA events per call (end-to-end: wall clock, each call ends with a device
 model alone on the GPU, with its peak memory. FLOPs come from
 torch.utils.flop_counter.FlopCounterMode (2 per multiply-add). Baselines: backbone (our model's
 backbone alone), deeplabv3_resnet50, lraspp_mobilenet_v3_large (torchvision), segformer_b0,
-segformer_b2 (transformers, optional 'bench' extra). See spxseg/engine/profiling.py.
+segformer_b2 (transformers, optional 'bench' extra). See spxseg/benchmark/.
 """
 
 from __future__ import annotations
