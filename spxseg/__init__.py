@@ -1,7 +1,8 @@
 """spxseg: efficient semantic segmentation with superpixel transformers.
 
-``from spxseg.config import ...`` stays light: the model and the predictor (torch, timm, OpenCV) load on
-first use of ``spxseg.Segmenter`` / ``spxseg.build_model`` / ``spxseg.SegOutput``.
+Importing ``spxseg`` or ``spxseg.config`` does not import torch, timm or OpenCV: the model and the predictor
+load on first use of ``spxseg.Segmenter`` / ``spxseg.build_model`` / ``spxseg.SegOutput`` (and
+``load_config`` imports timm to resolve an unset ``data.mean`` / ``data.std``).
 """
 
 from spxseg.config import Config, ConfigError, load_config

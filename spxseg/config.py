@@ -331,13 +331,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = apply_overrides(data, overrides)
     where = f"{path}: " if path is not None else ""
     try:
-        cfg = from_dict(Config, data)
-        for key in ("mean", "std"):
-            values = getattr(cfg.data, key)
-            if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
-                rule = "3 values > 0" if key == "std" else "3 values"
-                raise ConfigError(f"data.{key}: expected {rule} (RGB, 0-255 scale), got {values}")
-        return resolve_normalization(cfg)
+        return resolve_normalization(from_dict(Config, data))
     except (ConfigError, ValueError) as err:
         raise ConfigError(f"{where}{err}") from None
 
@@ -346,8 +340,14 @@ def resolve_normalization(cfg: Config) -> Config:
     """Fill ``data.mean`` / ``data.std`` left unset (None) from the backbone's timm pretrained config, in place.
 
     Called by :func:`load_config`, the trainer and ``Segmenter``, so every pipeline, the resolved
-    ``config.yaml`` and the checkpoints hold the values the model was trained with.
+    ``config.yaml`` and the checkpoints hold the values the model was trained with. Also checks the values
+    that are set (3 each, std > 0). Imports timm when a value is missing.
     """
+    for key in ("mean", "std"):
+        values = getattr(cfg.data, key)
+        if values is not None and (len(values) != 3 or (key == "std" and min(values) <= 0)):
+            rule = "3 values > 0" if key == "std" else "3 values"
+            raise ConfigError(f"data.{key}: expected {rule} (RGB, 0-255 scale), got {values}")
     if cfg.data.mean is None or cfg.data.std is None:
         from spxseg.models.backbone import input_normalization  # timm: only when a value is missing
 

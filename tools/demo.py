@@ -83,33 +83,39 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     title = "RANDOM WEIGHTS" if args.checkpoint is None else Path(args.checkpoint).name
+    superpixel_model = seg.cfg.model.architecture == "spx"
     for path in tqdm(images, desc="demo", unit="img", dynamic_ncols=True, disable=len(images) < 2):
         try:
             rgb = read_image(path)
         except Exception as err:  # noqa: BLE001 - report and go on with the other images
             print(f"skipping {path}: {err}", file=sys.stderr)
             continue
-        labels, superpixels = seg.predict_with_superpixels(rgb, rgb=True)
+        if superpixel_model:
+            labels, superpixels = seg.predict_with_superpixels(rgb, rgb=True)
+        else:  # a peer decoder: no superpixels to show
+            labels, superpixels = seg.predict(rgb, rgb=True), None
         over = overlay(rgb, labels, seg.palette, args.alpha)
-        bounds = draw_boundaries(rgb, superpixels, color=(255, 255, 0), thickness=1 if rgb.shape[0] < 600 else 2)
-        means = superpixel_mean_colors(rgb, superpixels)
         present, counts = np.unique(labels, return_counts=True)
         present = present[np.argsort(-counts)]
-        tiles = [rgb, over, bounds, means]
-        names = ["input", f"prediction ({title})", f"superpixels ({len(np.unique(superpixels))})",
-                 "superpixel mean colour"]
+        tiles, names = [rgb, over], ["input", f"prediction ({title})"]
+        if superpixels is not None:
+            bounds = draw_boundaries(rgb, superpixels, color=(255, 255, 0), thickness=1 if rgb.shape[0] < 600 else 2)
+            tiles += [bounds, superpixel_mean_colors(rgb, superpixels)]
+            names += [f"superpixels ({len(np.unique(superpixels))})", "superpixel mean colour"]
+            write_png(out / f"{path.stem}_superpixels.png", bounds, rgb=True)
         panel = make_panel(tiles, names, ncols=2)
         panel = make_panel([panel], footer=legend(seg.class_names, seg.palette, present.tolist(),
                                                   width=panel.shape[1], row_height=max(22, rgb.shape[0] // 24)),
                            gap=0)
         stem = path.stem
         write_png(out / f"{stem}_overlay.png", over, rgb=True)
-        write_png(out / f"{stem}_superpixels.png", bounds, rgb=True)
         write_png(out / f"{stem}_panel.png", panel, rgb=True)
         classes = ", ".join(seg.class_names[c] for c in present[:8])
-        print(f"{path.name}: {rgb.shape[1]}x{rgb.shape[0]}, {len(np.unique(superpixels))} superpixels, "
+        spx = f"{len(np.unique(superpixels))} superpixels, " if superpixels is not None else ""
+        print(f"{path.name}: {rgb.shape[1]}x{rgb.shape[0]}, {spx}"
               f"classes (by area): {classes}{' ...' if len(present) > 8 else ''}")
-    print(f"wrote {out}/<name>_{{overlay,superpixels,panel}}.png for {len(images)} image(s)"
+    kinds = "overlay,superpixels,panel" if superpixel_model else "overlay,panel"
+    print(f"wrote {out}/<name>_{{{kinds}}}.png for {len(images)} image(s)"
           + ("  [RANDOM WEIGHTS]" if args.checkpoint is None else ""))
     return 0
 

@@ -7,8 +7,8 @@
     python tools/eval.py ... --save-preds preds/    # train_ids/, color/, cityscapes_label_ids/<city>/
     torchrun --nproc_per_node=4 tools/eval.py ...   # data split over the processes, metrics summed
 
-Metrics are computed at the labels' original resolution; mIoU averages the classes present in the
-labels or the predictions (the Cityscapes "Score Average" of cityscapesscripts; see
+Metrics are computed at the labels' resolution (original, or resized with data.test_resize_labels); mIoU
+averages the classes present in the labels or the predictions (the Cityscapes "Score Average" of cityscapesscripts; see
 spxseg/engine/evaluator.py).
 """
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     is_main = dist_info.is_main
     try:
-        dataset = build_dataset(cfg.data, args.split, augment=False)  # whole images, labels at full size
+        dataset = build_dataset(cfg.data, args.split, augment=False)  # whole images, labels as scored
         if dataset.num_classes != cfg.model.num_classes:
             raise ValueError(f"the {args.split} set has {dataset.num_classes} classes but model.num_classes is "
                              f"{cfg.model.num_classes}")

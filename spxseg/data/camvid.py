@@ -31,7 +31,8 @@ class CamVidDataset(SegDataset):
     class_names = CLASS_NAMES
     palette = PALETTE
     name = "CamVid"
-    official_note = "train_ids/ are CamVid label PNGs (class indices 0..10, named like <split>annot/)"
+    official_note = ("train_ids/ are CamVid label PNGs (class indices 0..10, named like <split>annot/, at the "
+                     "scored resolution: 180x240 with the half-resolution configs)")
 
     def __init__(
         self, root: str | Path, split: str, pipeline: Callable, split_dir: str | None = None

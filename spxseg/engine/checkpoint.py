@@ -1,4 +1,5 @@
-"""Checkpoints, the one path by which spxseg reads and writes model files.
+"""Checkpoints: the one path by which the trainer, the tools and ``Segmenter`` read and write model files
+(backbone weight files go through :mod:`spxseg.models.weights`; both read with :mod:`spxseg.safe_load`).
 
 Written atomically, last N kept, ``latest.pth`` and ``best.pth`` maintained; the shareable weights
 ``model.safetensors`` written next to the run's ``config.yaml``. Every file is read safely: ``.pth``
@@ -10,10 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 import re
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +33,7 @@ from spxseg.config import (
     resolve_normalization,
     to_dict,
 )
+from spxseg.safe_load import UnsafeCheckpointError, load_safetensors, torch_load_safe  # noqa: F401 - re-exported
 
 WEIGHTS_SUFFIX = ".safetensors"
 
@@ -79,68 +81,12 @@ def link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-# ----------------------------------------------------------------------------- reading, safely
-
-class UnsafeCheckpointError(ValueError):
-    """A file that needs more than tensors and plain data to load; refused before anything in it ran."""
+# ----------------------------------------------------------------------------- reading
 
 
-def _legacy_numpy_rng_globals() -> list:
-    """Exactly the NumPy objects that a pickled ``np.random.get_state()`` refers to, which checkpoints written
-    before the RNG state was stored as plain data hold: the array rebuild function (under its NumPy 1 and
-    NumPy 2 module names), ``ndarray``, ``dtype`` and the uint32 dtype class (MT19937 keys). Arrays of any
-    other dtype, NumPy scalars and everything else stay refused."""
-    reconstruct = np.zeros(1, np.uint32).__reduce__()[0]  # numpy(._)core.multiarray._reconstruct
-    return [(reconstruct, "numpy.core.multiarray._reconstruct"), (reconstruct, "numpy._core.multiarray._reconstruct"),
-            (np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype"), type(np.dtype(np.uint32))]
-
-
-def _refusal(path: Path, err: Exception) -> ValueError:
-    """A short reason from the weights-only unpickler's long message (its advice to allow-list the object, or
-    to load with ``weights_only=False``, is exactly what not to do with a file from someone else)."""
-    text = str(err)
-    detail = text.split("WeightsUnpickler error:")[-1].split("Check the documentation")[0]
-    found = (re.search(r"GLOBAL (\S+) was not an allowed global", text)
-             or re.search(r"GLOBAL (\S+) whose module \S+ is blocked", text)
-             or re.search(r"(?:but got|unrecognized function) (<[^>]+>|\S+)", detail))
-    if found:
-        reason = f"it asks for {found.group(1)}"
-    else:
-        with open(path, "rb") as f:
-            is_pickle = f.read(1) == b"\x80"  # PROTO: a pickle (of a protocol / opcodes the safe loader refuses)
-        reason = " ".join(detail.split())[:120] or "unpickling failed"
-        if not is_pickle:  # garbage, not a program
-            return ValueError(f"cannot read checkpoint {path} (truncated or not a torch file): {reason}")
-    return UnsafeCheckpointError(
-        f"refusing to load {path}: it holds more than tensors and plain data ({reason}), and unpickling such a file "
-        "can run code; nothing in it was run. Use checkpoints written by spxseg, or model.safetensors files.")
-
-
-def torch_load_safe(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``, plus the NumPy RNG-state types of older spxseg checkpoints.
-
-    Raises :class:`UnsafeCheckpointError` (a ``ValueError`` naming the file) for anything else the file would
-    need, and ``ValueError`` when it cannot be read (truncated, not a torch file).
-    """
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals(_legacy_numpy_rng_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise _refusal(path, err) from None
-    except Exception as err:  # truncated, or not a torch file at all
-        raise ValueError(f"cannot read checkpoint {path} (truncated or not a torch file): {err}") from None
-
-
-def load_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and the metadata of a ``.safetensors`` file (on the CPU)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {key: f.get_tensor(key) for key in f.keys()}, dict(f.metadata() or {})
-    except Exception as err:  # SafetensorError: bad header, truncated
-        raise ValueError(f"cannot read weights file {path} (truncated or not a safetensors file): {err}") from None
+class WeightsMismatchError(RuntimeError, ValueError):
+    """Weights that do not fit the model built from the config (a ``ValueError``: the tools report it in one
+    line; a ``RuntimeError`` like ``load_state_dict``'s own error, for callers that catch that)."""
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -161,6 +107,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not an spxseg checkpoint: expected a dict with a 'model' state_dict, got {keys}")
+    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise ValueError(f"{path} is not an spxseg checkpoint: its 'model' entry is not a state_dict of tensors "
+                         f"(got {type(ckpt['model']).__name__})")
     return ckpt
 
 
@@ -169,14 +118,22 @@ def _weights_file(path: Path) -> dict:
     ckpt: dict[str, Any] = {"model": state, "config": None, "config_file": None}
     if meta.get("iteration", "").isdigit():
         ckpt["iteration"] = int(meta["iteration"])
+    stored = None
+    if meta.get("config"):
+        try:
+            stored = json.loads(meta["config"])
+        except ValueError:
+            pass
     beside = path.with_name("config.yaml")
     if beside.is_file():
         ckpt["config"], ckpt["config_file"] = load_yaml(beside), str(beside)
-    elif meta.get("config"):
-        try:
-            ckpt["config"] = json.loads(meta["config"])
-        except ValueError:
-            pass
+        if stored is not None and stored.get("model") != ckpt["config"].get("model"):
+            # a later run in the same work dir rewrote config.yaml: the weights go with the config saved with them
+            warnings.warn(f"{beside} has another model: section than the config stored in {path}; using the stored "
+                          "one (pass --config to choose)", stacklevel=2)
+            ckpt["config"], ckpt["config_file"] = stored, f"the config stored in {path}"
+    elif stored is not None:
+        ckpt["config"] = stored
     return ckpt
 
 
@@ -250,7 +207,7 @@ def weights_mismatch(model: nn.Module, state: dict[str, torch.Tensor], path: str
     if diffs:
         lines.append("  trained with " + _few([f"{key}={a!r} (this config: {b!r})" for key, a, b in diffs], 3))
     lines.append("  use the config it was trained with (stored in a training checkpoint, the config.yaml next to a "
-                 f"{WEIGHTS_SUFFIX} file; the tools take it when --config is left out)")
+                 f"{WEIGHTS_SUFFIX} file; eval, demo and export_onnx take it when --config is left out)")
     return "\n".join(lines)
 
 
@@ -269,12 +226,12 @@ def load_model_weights(model: nn.Module, ckpt: dict, path: str | Path = "checkpo
         state[key] = value
     problem = weights_mismatch(model, state, path, ckpt.get("config"), model_cfg)
     if problem:
-        raise RuntimeError(problem)
+        raise WeightsMismatchError(problem)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # pragma: no cover - keys and shapes fit; e.g. a tensor of another kind
         first = str(err).strip().splitlines()[-1].strip()[:300]
-        raise RuntimeError(f"weights in {path} do not fit the model built from the config: {first}") from None
+        raise WeightsMismatchError(f"weights in {path} do not fit the model built from the config: {first}") from None
 
 
 def build_model_for_weights(model_cfg: ModelConfig) -> nn.Module:

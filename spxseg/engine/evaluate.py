@@ -28,7 +28,7 @@ def evaluate(
     progress: bool = True,
     on_prediction: Callable[[np.ndarray, dict], None] | None = None,
 ) -> dict:
-    """Run the model over ``loader`` and score predictions at the labels' original resolution.
+    """Run the model over ``loader`` and score predictions at the labels' resolution.
 
     Items are dicts with ``image`` (3, h, w) and ``label`` (H, W); the loader may yield a list of
     items or a collated batch (stacked, or lists for images of different sizes). Reduces over DDP

@@ -23,7 +23,8 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.labels = labels
-        self.superpixels = superpixels
+        # a peer decoder (model.architecture fpn / deeplabv3plus) has no superpixels to export
+        self.superpixels = superpixels and has_superpixels(model)
 
     @property
     def output_names(self) -> list[str]:
@@ -38,6 +39,13 @@ class ExportWrapper(nn.Module):
         if self.superpixels:
             outputs.append(out.superpixels)
         return tuple(outputs)
+
+
+def has_superpixels(model: nn.Module) -> bool:
+    """Whether ``model`` is ours (its output has superpixels), not a peer decoder."""
+    from spxseg.models import SuperpixelModel
+
+    return isinstance(model, SuperpixelModel)
 
 
 def export_onnx(model: nn.Module, size: Sequence[int], path: str | Path, opset: int = 18, batch: int = 1,

@@ -1,6 +1,7 @@
 """Prediction files of tools/eval.py --save-preds: train-id PNGs, colour PNGs, and the dataset's own official format.
 
-:class:`PredictionWriter` writes, for every prediction (H, W) of train ids at the original image resolution::
+:class:`PredictionWriter` writes, for every prediction (H, W) of train ids at the resolution it was scored
+at (the label's: the original image's, or the resized one with ``data.test_resize_labels``)::
 
     DIR/train_ids/<name>.png            train ids (uint8, 0..K-1)
     DIR/color/<name>.png                colour visualisation (dataset palette)

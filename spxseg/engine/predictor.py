@@ -49,14 +49,14 @@ def class_info(cfg: Config, num_classes: int | None = None) -> tuple[list[str], 
     if dataset == "coco" and cfg.data.coco.class_names:
         names = list(cfg.data.coco.class_names)
     if names is None or len(names) != k:
-        names = [str(i) for i in range(k)] if names is None or len(names) != k else names
+        names = [str(i) for i in range(k)]
     if palette is None or len(palette) < k:
         palette = default_palette(k)
     return names, palette  # type: ignore[return-value]
 
 
 class Segmenter:
-    """Semantic segmentation of numpy images with a trained superpixel transformer.
+    """Semantic segmentation of numpy images with a trained model (ours, or a peer decoder of ``model.architecture``).
 
     Inference follows ``cfg.eval`` (whole / slide, flip, scales) and ``cfg.data`` (mean / std,
     ``test_short_side``); predictions are returned at the input image's resolution.
@@ -147,6 +147,8 @@ class Segmenter:
         The superpixels come from a single whole-image forward pass (no TTA); also stored in
         :attr:`superpixels`.
         """
+        if self.cfg.model.architecture != "spx":
+            raise ValueError(f"model.architecture={self.cfg.model.architecture!r} has no superpixels: use predict()")
         x, size = self.preprocess(image, rgb)
         ev = self.cfg.eval
         with autocast_context(self.device, self.amp):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import timm
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -144,12 +145,18 @@ class Run:
         return self.dist.is_main
 
 
+def convert_sync_bn(model: nn.Module) -> nn.Module:
+    """BatchNorm layers -> SyncBatchNorm. timm's converter: torch's turns timm's fused ``BatchNormAct2d``
+    (EfficientNet-Lite's) into a plain SyncBatchNorm and silently drops its activation."""
+    return timm.layers.convert_sync_batchnorm(model)
+
+
 def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo) -> Run:
     """Model (SyncBN under DDP when ``train.sync_bn``), optimiser, schedule and gradient scaler."""
     tc = cfg.train
     model = build_model(cfg.model)
     if tc.sync_bn and dist_info.distributed:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = convert_sync_bn(model)
     model.to(dist_info.device)
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -342,33 +349,34 @@ def fit(run: Run) -> dict:
     bar = tqdm(total=tc.max_iters, initial=run.iteration, desc="train", disable=not (progress and run.is_main),
                dynamic_ncols=True)
     window = LossWindow(run.device)
-    with RunLog(work_dir, run.iteration, enabled=run.is_main) as log, StopSignal() as stop, bar:
-        while run.iteration < tc.max_iters:
-            window.add(*train_step(run, batches))
-            bar.update(1)
-            it, last = run.iteration, run.iteration == tc.max_iters
-            stopping = _stop_requested(run, stop)
-            checkpoint_due = it % tc.checkpoint_interval == 0 or last or stopping
-            eval_due = it % tc.eval_interval == 0 and not last
-            if it % tc.log_interval == 0 or checkpoint_due or eval_due:
-                _check_finite(run, window)
-                record = window.record(run.iteration, run.optimizer.param_groups[-1]["lr"])
-                log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-            is_best = evaluate_run(run, val_loader, evaluator, log, progress)[1] if eval_due else False
-            if checkpoint_due or is_best:
-                save_checkpoint(run, is_best=is_best)
-            if window.iters == 0:  # just logged: the next window's speed excludes this evaluation / save
-                window.start = time.perf_counter()
-            if stopping:
-                if run.is_main:
-                    received = f"signal {stop.received}" if stop.received is not None else "a signal to another rank"
-                    tqdm.write(f"\nstopped by {received} at iteration {it}; saved {run.ckpts.latest}. "
-                               "Resume with --resume.")
-                du.cleanup()
-                return {"stopped": True, "iteration": it, "checkpoint": str(run.ckpts.latest)}
+    with RunLog(work_dir, run.iteration, enabled=run.is_main) as log:
+        with StopSignal() as stop, bar:
+            while run.iteration < tc.max_iters:
+                window.add(*train_step(run, batches))
+                bar.update(1)
+                it, last = run.iteration, run.iteration == tc.max_iters
+                stopping = _stop_requested(run, stop)
+                checkpoint_due = it % tc.checkpoint_interval == 0 or last or stopping
+                eval_due = it % tc.eval_interval == 0 and not last
+                if it % tc.log_interval == 0 or checkpoint_due or eval_due:
+                    _check_finite(run, window)
+                    record = window.record(run.iteration, run.optimizer.param_groups[-1]["lr"])
+                    log.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+                is_best = evaluate_run(run, val_loader, evaluator, log, progress)[1] if eval_due else False
+                if checkpoint_due or is_best:
+                    save_checkpoint(run, is_best=is_best)
+                if window.iters == 0:  # just logged: the next window's speed excludes this evaluation / save
+                    window.start = time.perf_counter()
+                if stopping:
+                    if run.is_main:
+                        received = "a signal to another rank" if stop.received is None else f"signal {stop.received}"
+                        tqdm.write(f"\nstopped by {received} at iteration {it}; saved {run.ckpts.latest}. "
+                                   "Resume with --resume.")
+                    du.cleanup()
+                    return {"stopped": True, "iteration": it, "checkpoint": str(run.ckpts.latest)}
 
-        # ------------------------------------------------------------ final evaluation
+        # ------------------------------------------------------------ final evaluation (default signal handlers)
         metrics, is_best = evaluate_run(run, val_loader, evaluator, log, progress)
     if is_best:
         save_checkpoint(run, is_best=True)

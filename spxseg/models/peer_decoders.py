@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from spxseg.config import ModelConfig
 from spxseg.models.backbone import check_backbone_name
-from spxseg.models.weights import load_backbone_weights
+from spxseg.models.weights import load_backbone_weights, load_weights_strict
 
 PEER_ARCHITECTURES = {"fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus"}
 
@@ -38,7 +38,8 @@ class PeerModel(nn.Module):
     """An smp decoder on a timm backbone, padding inputs to the encoder's stride like our model does.
 
     ``backbone`` is the timm feature extractor (``net.encoder.model``), so the optimiser's backbone
-    learning rate and the profiler's ``backbone`` baseline treat it as they treat ours.
+    learning rate (:func:`spxseg.engine.optim.param_groups`) and the profiler's ``backbone`` baseline treat it
+    as they treat ours.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -59,7 +60,8 @@ class PeerModel(nn.Module):
             import timm
 
             pretrained = timm.create_model(cfg.backbone.name, features_only=True, pretrained=True)
-            self.backbone.load_state_dict(pretrained.state_dict(), strict=False)
+            load_weights_strict(self.backbone, pretrained.state_dict(), f"timm's {cfg.backbone.name}",
+                                "model.backbone.pretrained")
         if cfg.backbone.checkpoint:
             load_backbone_weights(self.backbone, cfg.backbone.checkpoint)
         # FPN merges stages at strides 4..32; DeepLabV3+ has output stride 16 with dilation
@@ -68,17 +70,6 @@ class PeerModel(nn.Module):
     @property
     def backbone(self) -> nn.Module:
         return self.net.encoder.model
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters split for the optimiser: backbone / head, and no-decay (norms, biases)."""
-        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("backbone", "backbone_no_decay", "head",
-                                                                 "head_no_decay")}
-        backbone = {id(p) for p in self.backbone.parameters()}
-        for param in self.parameters():
-            if param.requires_grad:
-                part = "backbone" if id(param) in backbone else "head"
-                groups[part + ("_no_decay" if param.ndim <= 1 else "")].append(param)
-        return groups
 
     def forward(self, images: Tensor) -> DenseOutput:
         """images (B, 3, H, W), normalised, any H, W >= 32."""

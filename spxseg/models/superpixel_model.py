@@ -71,18 +71,6 @@ class SuperpixelModel(nn.Module):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters split for the optimiser: backbone / head, and no-decay (norms, biases)."""
-        names = ("backbone", "backbone_no_decay", "head", "head_no_decay")
-        groups: dict[str, list[nn.Parameter]] = {k: [] for k in names}
-        for name, param in self.named_parameters():
-            if not param.requires_grad:
-                continue
-            part = "backbone" if name.startswith("backbone.") else "head"
-            no_decay = param.ndim <= 1  # biases and norm scales
-            groups[part + ("_no_decay" if no_decay else "")].append(param)
-        return groups
-
     def forward(self, images: Tensor) -> SegOutput:
         """images (B, 3, H, W), normalised, any H, W >= 32.
 

@@ -12,13 +12,13 @@ random initialisation is an error naming the file and the first key that is miss
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
+
+from spxseg.safe_load import load_safetensors, torch_load_safe
 
 # EfficientNet-PyTorch -> timm, outside the blocks
 _EFFNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
@@ -77,23 +77,10 @@ def read_state_dict(path: str | Path, what: str = "weights file") -> dict[str, T
     path = resolve_weights_path(path, what)
     if not path.is_file():
         raise FileNotFoundError(f"{what}: no such file: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same named error
-            raise WeightsFileError(f"{what} {path}: not a readable safetensors file ({err})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[-1][:200] if str(err).strip() else ""
-        raise WeightsFileError(
-            f"{what} {path}: refused, it needs more than tensors and plain data to load (it could run code); "
-            f"only weights-only files are opened. {first}"
-        ) from None
-    except Exception as err:  # noqa: BLE001 - truncated, or not a torch file at all
-        raise WeightsFileError(f"{what} {path}: cannot be read (truncated or not a torch file): {err}") from None
+    try:  # the same safe readers as checkpoints: nothing in the file runs
+        obj = load_safetensors(path)[0] if path.suffix == ".safetensors" else torch_load_safe(path)
+    except ValueError as err:
+        raise WeightsFileError(f"{what}: {err}") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -221,3 +221,26 @@ def test_torchrun_stop_signal_on_one_rank_stops_all_at_the_same_iteration(tiny_c
     output = result.stdout + result.stderr
     assert "stopped by a signal to another rank" in output, output[-6000:]  # rank 0 stopped for rank 1
     assert load_checkpoint(tmp_path / "w/checkpoints/latest.pth")["iteration"] == 4  # agreed at the next even step
+
+
+def test_sync_bn_conversion_keeps_timm_fused_activations():
+    """train.sync_bn under DDP: every BatchNorm becomes SyncBatchNorm and the model computes the same function
+    (EfficientNet-Lite fuses BN with ReLU6 in one timm module, which torch's own converter would strip)."""
+    import torch.nn as nn
+
+    from spxseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({"num_classes": 3, "backbone": {"name": "tf_efficientnet_lite0"}, "cell": 2, "channels": 16,
+                         "transformer": {"layers": 1, "dim": 32, "heads": 2}}).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x).probs
+        synced = trainer.convert_sync_bn(model).eval()
+        after = synced(x).probs
+    norms = [m for m in synced.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    torch.testing.assert_close(after, before)
+    plain = nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(x).probs, before, atol=1e-4)  # what the test guards against

@@ -31,7 +31,9 @@ def test_peer_output_loss_and_backbone_groups(arch: str) -> None:
     keep = labels != 255
     expect = torch.nn.functional.cross_entropy(out.logits.permute(0, 2, 3, 1)[keep], labels[keep])
     assert torch.allclose(loss.total, expect, atol=1e-5) and loss.superpixel.item() == 0.0
-    groups = model.param_groups()
+    from spxseg.engine.optim import param_groups
+
+    groups = param_groups(model)
     n_backbone = sum(p.numel() for p in groups["backbone"] + groups["backbone_no_decay"])
     assert n_backbone == sum(p.numel() for p in model.backbone.parameters()) > 0
     assert sum(p.numel() for ps in groups.values() for p in ps) == sum(p.numel() for p in model.parameters())
@@ -137,3 +139,28 @@ def test_profile_latency_times_a_peer(tmp_path: Path, load_tool, capsys) -> None
     rows = json.loads(out.read_text())
     assert [r["model"] for r in rows] == ["fpn_resnet10t", "backbone"] and rows[0]["median_ms"] > 0
     assert rows[0]["params_M"] > rows[1]["params_M"] > 0 and rows[0]["stages_ms"] is None
+
+
+def test_segmenter_demo_and_onnx_wrapper_take_a_peer(camvid_tiny: Path, tmp_path: Path, load_tool, capsys) -> None:
+    from spxseg import Segmenter
+    from spxseg.config import Config
+    from spxseg.engine.onnx_export import ExportWrapper
+
+    cfg = from_dict(Config, {"model": {"architecture": "fpn", "num_classes": 11, "backbone": {"name": "resnet10t"}},
+                             "data": {"dataset": "camvid"}})
+    model = build_model(cfg.model)
+    seg = Segmenter(model, cfg, device="cpu")
+    image = (torch.rand(40, 56, 3) * 255).to(torch.uint8).numpy()
+    labels = seg.predict(image, rgb=True)
+    assert labels.shape == (40, 56) and labels.max() <= 10
+    with pytest.raises(ValueError, match="no superpixels"):
+        seg.predict_with_superpixels(image, rgb=True)
+    outputs = ExportWrapper(model.eval())(torch.randn(1, 3, 64, 64))
+    assert [tuple(o.shape) for o in outputs] == [(1, 11, 64, 64), (1, 64, 64)]  # probs, labels; no superpixels
+
+    config = _tiny_config(tmp_path, camvid_tiny, "fpn")
+    out = tmp_path / "demo"
+    rc = load_tool("demo").main(["--config", str(config), "--input", str(camvid_tiny / "val"), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name.split("_")[-1] for p in out.glob("*.png")) == ["overlay.png", "overlay.png", "panel.png",
+                                                                      "panel.png"]

@@ -122,7 +122,7 @@ def test_pickled_code_is_refused_and_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     evil = tmp_path / "evil_backbone.pth"
     torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(marker)}, evil)
-    with pytest.raises(WeightsFileError, match="evil_backbone.pth.*refused"):
+    with pytest.raises(WeightsFileError, match="refusing to load .*evil_backbone.pth: .*it asks for"):
         read_state_dict(evil)
     with pytest.raises(WeightsFileError, match="evil_backbone.pth"):
         Backbone(BackboneConfig(name="resnet10t", checkpoint=str(evil)))
@@ -170,3 +170,22 @@ def test_camvid_configs_build_with_imagenet_weights(lite0_file: Path) -> None:
         model = build_model(cfg.model)
         assert torch.equal(model.backbone.body.conv_stem.weight if name.startswith("spx") else
                            model.backbone.conv_stem.weight, state["_conv_stem.weight"]), name
+
+
+def test_the_training_tool_refuses_a_payload_backbone_file(tmp_path: Path, make_camvid, load_tool, capsys) -> None:
+    """The backbone-weights door, through tools/train.py: non-zero exit, the file named, nothing run."""
+    import yaml
+
+    marker, evil = tmp_path / "ran", tmp_path / "evil_backbone.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(marker)}, evil)
+    make_camvid(tmp_path / "camvid", "train", n=2)
+    make_camvid(tmp_path / "camvid", "val", n=1)
+    cfg = {"model": {"num_classes": 11, "backbone": {"name": "resnet10t", "checkpoint": str(evil)}},
+           "data": {"dataset": "camvid", "root": str(tmp_path / "camvid"), "num_workers": 0},
+           "train": {"max_iters": 1, "batch_size": 1, "device": "cpu"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    rc = load_tool("train").main(["--config", str(tmp_path / "c.yaml"), "--work-dir", str(tmp_path / "w"),
+                                  "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(evil) in err and err.startswith("error: ") and "Traceback" not in err
+    assert not marker.exists()
