@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 seg = Segmenter.from_config(cfg, device=device)
             else:  # read safely: a file that needs more than tensors and plain data is refused, nothing runs
                 seg = Segmenter.from_checkpoint(args.checkpoint, device=device, cfg=cfg, overrides=args.opts)
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
+        except (FileNotFoundError, ImportError, ValueError) as err:  # ImportError: a peer without its extra
             print(f"error: {err}", file=sys.stderr)
             return 2
     out = Path(args.out)

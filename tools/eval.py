@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
         model, cfg, ckpt = load_trained_model(ckpt_path, cfg, args.opts)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, ImportError, ValueError) as err:  # ImportError: a peer without its extra
         print(f"error: {err}", file=sys.stderr)
         return 2
     config_source = str(args.config) if args.config else ckpt.get("config_file") or f"stored in {ckpt_path}"
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         loader = build_dataloader(dataset, cfg.eval.batch_size, train=False,
                                   num_workers=cfg.data.num_workers if args.num_workers is None else args.num_workers,
                                   pin_memory=dist_info.device.type == "cuda")
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         cleanup()
         return 2

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         try:  # read safely: a file that needs more than tensors and plain data is refused before anything runs
             model, cfg, _ = load_trained_model(args.checkpoint, cfg, args.opts)
             model.eval()
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
+        except (FileNotFoundError, ImportError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
     else:

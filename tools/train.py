@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             # data.synthetic.generate: write a missing set first (the other ranks wait for it)
             ensure_synthetic(cfg.data, progress=not args.no_progress)
         run = setup_training(cfg, work_dir, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DatasetError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, DatasetError, FileNotFoundError, ImportError, ValueError) as err:  # ImportError: a peer extra
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:  # from here on an exception is a bug (its traceback is shown), but for these two
