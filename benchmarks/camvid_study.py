@@ -149,6 +149,7 @@ def plot(results: dict[str, dict], backbone_ms: float | None, path: Path, title:
         ax.axvline(backbone_ms, color="gray", linestyle=":", linewidth=1)
         ax.annotate("Lite0 backbone alone", (backbone_ms, ax.get_ylim()[0]), textcoords="offset points",
                     xytext=(3, 4), fontsize=8, color="gray")
+    ax.margins(x=0.25, y=0.15)  # room for the labels right of the points
     ax.set_xlabel("CPU latency, ms (batch 1, 1 thread, fp32)")
     ax.set_ylabel("CamVid val mIoU (%)")
     ax.set_title(title, fontsize=10)
