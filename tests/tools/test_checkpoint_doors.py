@@ -82,6 +82,7 @@ def test_every_door_refuses_a_payload_without_running_it(run, tmp_path, capsys, 
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "demo").exists()
 
 
+@pytest.mark.slow  # three evaluations, a demo and an ONNX export
 def test_weights_pair_evaluates_like_the_checkpoint_it_came_from(run, tmp_path, capsys, load_tool) -> None:
     work = run["work"]
     assert {p.name for p in work.iterdir()} >= {"config.yaml", "model.safetensors", "model_best.safetensors"}
