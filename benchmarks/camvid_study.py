@@ -9,7 +9,8 @@
    ``deeplabv3plus_lite0``: one CPU recipe, the same data, schedule and evaluator) with
    ``tools/train.py``, ``--jobs`` at a time with ``--threads`` threads each (2 x 1 on a 2-core
    machine), each in ``WORK_ROOT/<model>`` with its log in ``train.log``. The final val
-   evaluation (``metrics.json``) is what the table shows.
+   evaluation (``metrics.json``) is what the table shows. Running the study again reuses finished
+   trainings and resumes interrupted ones (their training time adds up over the processes).
 2. After every training has finished (never while one runs), times all four and the Lite0 backbone
    alone with the project's profiler (:func:`spxseg.benchmark.profile_models`: random
    weights, model only, batch 1, fp32, interleaved rounds) at ``--size`` (360x480), and counts
@@ -66,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def train_one(name: str, work_dir: Path, threads: int, opts: list[str]) -> dict:
     """Run tools/train.py for one model in a fresh process; returns its final metrics and wall time."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    timing_file, metrics_file = work_dir / "train_time.json", work_dir / "metrics.json"
+    if metrics_file.is_file() and timing_file.is_file():  # finished earlier: reuse, do not retrain or re-time
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: finished earlier in {work_dir}, reused", flush=True)
+        return json.loads(metrics_file.read_text())
+    # an interrupted training resumes (--resume): its time is the sum over the processes
+    earlier = json.loads(timing_file.read_text())["train_s"] if timing_file.is_file() else 0.0
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     config = ROOT / "configs" / "camvid" / f"{name}.yaml"
     cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "--config", str(config),
@@ -74,10 +81,12 @@ def train_one(name: str, work_dir: Path, threads: int, opts: list[str]) -> dict:
     t0 = time.perf_counter()
     with open(work_dir / "train.log", "a") as log:
         code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    seconds = time.perf_counter() - t0
+    seconds = earlier + time.perf_counter() - t0
     if code != 0:
+        if code == 130:  # stopped by a signal after saving a checkpoint: the next run resumes it
+            timing_file.write_text(json.dumps({"train_s": seconds, "threads": threads}) + "\n")
         raise RuntimeError(f"training {name} failed (exit {code}); see {work_dir / 'train.log'}")
-    (work_dir / "train_time.json").write_text(json.dumps({"train_s": seconds, "threads": threads}) + "\n")
+    timing_file.write_text(json.dumps({"train_s": seconds, "threads": threads}) + "\n")
     print(f"[{time.strftime('%H:%M:%S')}] {name} done in {seconds / 60:.1f} min", flush=True)
     return json.loads((work_dir / "metrics.json").read_text())
 
