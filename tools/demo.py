@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     title = "RANDOM WEIGHTS" if args.checkpoint is None else Path(args.checkpoint).name
-    superpixel_model = seg.cfg.model.architecture == "spx"
+    superpixel_model = seg.has_superpixels
     for path in tqdm(images, desc="demo", unit="img", dynamic_ncols=True, disable=len(images) < 2):
         try:
             rgb = read_image(path)

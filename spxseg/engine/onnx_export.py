@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from spxseg.models.factory import has_superpixels
+
 
 class ExportWrapper(nn.Module):
     """The model with plain tensor outputs for export: ``probs`` (B, K, H, W) float32, ``labels``
@@ -39,13 +41,6 @@ class ExportWrapper(nn.Module):
         if self.superpixels:
             outputs.append(out.superpixels)
         return tuple(outputs)
-
-
-def has_superpixels(model: nn.Module) -> bool:
-    """Whether ``model`` is ours (its output has superpixels), not a peer decoder."""
-    from spxseg.models import SuperpixelModel
-
-    return isinstance(model, SuperpixelModel)
 
 
 def export_onnx(model: nn.Module, size: Sequence[int], path: str | Path, opset: int = 18, batch: int = 1,

@@ -30,6 +30,7 @@ from spxseg.engine.inference import infer_batch, infer_probs, model_input
 from spxseg.engine.precision import autocast_context
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
+from spxseg.models.factory import has_superpixels
 
 
 def class_info(cfg: Config, num_classes: int | None = None) -> tuple[list[str], list[Color]]:
@@ -103,6 +104,11 @@ class Segmenter:
         return cls(model, cfg, device=device, amp=amp)
 
     @property
+    def has_superpixels(self) -> bool:
+        """Whether the model is ours (:meth:`predict_with_superpixels` works), not a peer decoder."""
+        return has_superpixels(self.model)
+
+    @property
     def num_classes(self) -> int:
         return self.cfg.model.num_classes
 
@@ -147,7 +153,7 @@ class Segmenter:
         The superpixels come from a single whole-image forward pass (no TTA); also stored in
         :attr:`superpixels`.
         """
-        if self.cfg.model.architecture != "spx":
+        if not self.has_superpixels:
             raise ValueError(f"model.architecture={self.cfg.model.architecture!r} has no superpixels: use predict()")
         x, size = self.preprocess(image, rgb)
         ev = self.cfg.eval

@@ -129,7 +129,7 @@ class Run:
     ckpts: CheckpointManager
     iteration: int = 0
     best_miou: float = -1.0
-    # set by setup_training: the data and the evaluator
+    # the data and the evaluator (setup_training passes them to build_run)
     train_loader: Any = None
     val_loader: Any = None
     evaluator: SegEvaluator | None = None
@@ -151,8 +151,9 @@ def convert_sync_bn(model: nn.Module) -> nn.Module:
     return timm.layers.convert_sync_batchnorm(model)
 
 
-def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo) -> Run:
-    """Model (SyncBN under DDP when ``train.sync_bn``), optimiser, schedule and gradient scaler."""
+def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo, **data: Any) -> Run:
+    """Model (SyncBN under DDP when ``train.sync_bn``), optimiser, schedule and gradient scaler; ``data``: the
+    :class:`Run` fields of the data (loaders, evaluator, iterations per epoch, progress)."""
     tc = cfg.train
     model = build_model(cfg.model)
     if tc.sync_bn and dist_info.distributed:
@@ -166,7 +167,7 @@ def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo) -> Run:
         if dist_info.distributed else model
     return Run(cfg, work_dir, dist_info, model, ddp_model, optimizer, build_scheduler(optimizer, tc),
                torch.amp.GradScaler(device.type, enabled=tc.amp == "fp16"),
-               CheckpointManager(work_dir / "checkpoints", keep=tc.keep_checkpoints))
+               CheckpointManager(work_dir / "checkpoints", keep=tc.keep_checkpoints), **data)
 
 
 def resume_run(run: Run, resume: str | bool) -> None:
@@ -256,10 +257,10 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
     return terms, data_time
 
 
-def evaluate_run(run: Run, val_loader, evaluator: SegEvaluator, log: RunLog, progress: bool) -> tuple[dict, bool]:
+def evaluate_run(run: Run, log: RunLog) -> tuple[dict, bool]:
     """Score the model on the validation set, log it; returns the metrics and whether they are the best yet."""
-    metrics = evaluate(run.model, val_loader, run.cfg.eval, evaluator, run.device, run.cfg.train.amp,
-                       progress=progress and run.is_main)
+    metrics = evaluate(run.model, run.val_loader, run.cfg.eval, run.evaluator, run.device, run.cfg.train.amp,
+                       progress=run.progress and run.is_main)
     is_best = metrics["mIoU"] > run.best_miou
     run.best_miou = max(run.best_miou, metrics["mIoU"])
     log.write({"iter": run.iteration, "val/mIoU": metrics["mIoU"], "val/mAcc": metrics["mAcc"],
@@ -332,9 +333,8 @@ def setup_training(cfg: Config, work_dir: str | Path, resume: str | bool | None 
         raise ValueError(f"train.accum_steps={tc.accum_steps} exceeds the {len(train_loader)} batches of an epoch")
     evaluator = SegEvaluator(cfg.model.num_classes, val_set.class_names, cfg.model.loss.ignore_index)
 
-    run = build_run(cfg, work_dir, dist_info)
-    run.train_loader, run.val_loader, run.evaluator = train_loader, val_loader, evaluator
-    run.iters_per_epoch, run.progress = iters_per_epoch, progress
+    run = build_run(cfg, work_dir, dist_info, train_loader=train_loader, val_loader=val_loader, evaluator=evaluator,
+                    iters_per_epoch=iters_per_epoch, progress=progress)
     if resume:
         resume_run(run, resume)
     return run
@@ -343,7 +343,6 @@ def setup_training(cfg: Config, work_dir: str | Path, resume: str | bool | None 
 def fit(run: Run) -> dict:
     """The loop, from ``run.iteration`` to ``train.max_iters``, then the final evaluation (see :func:`train`)."""
     tc, work_dir, progress = run.cfg.train, run.work_dir, run.progress
-    val_loader, evaluator = run.val_loader, run.evaluator
     run.model.train()
     batches = _batches(run.train_loader, run.iteration * tc.accum_steps, run.iters_per_epoch * tc.accum_steps)
     bar = tqdm(total=tc.max_iters, initial=run.iteration, desc="train", disable=not (progress and run.is_main),
@@ -363,7 +362,7 @@ def fit(run: Run) -> dict:
                     record = window.record(run.iteration, run.optimizer.param_groups[-1]["lr"])
                     log.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
-                is_best = evaluate_run(run, val_loader, evaluator, log, progress)[1] if eval_due else False
+                is_best = evaluate_run(run, log)[1] if eval_due else False
                 if checkpoint_due or is_best:
                     save_checkpoint(run, is_best=is_best)
                 if window.iters == 0:  # just logged: the next window's speed excludes this evaluation / save
@@ -377,7 +376,7 @@ def fit(run: Run) -> dict:
                     return {"stopped": True, "iteration": it, "checkpoint": str(run.ckpts.latest)}
 
         # ------------------------------------------------------------ final evaluation (default signal handlers)
-        metrics, is_best = evaluate_run(run, val_loader, evaluator, log, progress)
+        metrics, is_best = evaluate_run(run, log)
     if is_best:
         save_checkpoint(run, is_best=True)
     if run.is_main:

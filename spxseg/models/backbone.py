@@ -10,9 +10,6 @@ from torch import Tensor, nn
 from spxseg.config import BackboneConfig
 from spxseg.models.weights import load_backbone_weights
 
-# timm's default for models without a pretrained config (RGB, 0-1 scale)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
 
 def check_backbone_name(name: str) -> None:
     """Raise ``ValueError`` for a name timm does not know, with the closest ones."""
@@ -32,8 +29,9 @@ def input_normalization(name: str) -> tuple[list[float], list[float]]:
         pcfg = timm.get_pretrained_cfg(name)
     except (RuntimeError, ValueError):  # a name timm builds but has no pretrained config for
         pcfg = None
-    mean = getattr(pcfg, "mean", None) or IMAGENET_MEAN
-    std = getattr(pcfg, "std", None) or IMAGENET_STD
+    # timm's own default for models without a pretrained config
+    mean = getattr(pcfg, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN
+    std = getattr(pcfg, "std", None) or timm.data.IMAGENET_DEFAULT_STD
     return [round(255.0 * m, 4) for m in mean], [round(255.0 * s, 4) for s in std]
 
 

@@ -29,3 +29,8 @@ def build_model(cfg: Any = None) -> nn.Module:
     hint = f"; did you mean '{close[0]}'?" if close else ""
     raise ValueError(f"model.architecture: unknown architecture {cfg.architecture!r}{hint} "
                      f"(choose from {', '.join(ARCHITECTURES)})")
+
+
+def has_superpixels(model: nn.Module) -> bool:
+    """Whether ``model`` is the superpixel transformer (its output has superpixels), not a peer decoder."""
+    return isinstance(model, SuperpixelModel)
