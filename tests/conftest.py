@@ -65,3 +65,27 @@ def load_tool() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+class TouchPayload:
+    """Unpickling it creates ``marker``: what a malicious checkpoint does, harmlessly
+    (``from conftest import TouchPayload``)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def tiny_training_config(root: Path, **train) -> dict:
+    """A config for a few iterations of a tiny ResNet-18 model on the synthetic Cityscapes-layout set at ``root``
+    (64x128, deterministic, CPU); ``train`` overrides the ``train:`` section (``from conftest import ...``)."""
+    return {
+        "model": {"num_classes": 19, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
+                  "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}},
+        "data": {"dataset": "cityscapes", "root": str(root), "base_size": [64, 128], "crop_size": [64, 128],
+                 "num_workers": 0, "pin_memory": False},
+        "train": {"batch_size": 2, "lr": 1e-3, "warmup_iters": 1, "checkpoint_interval": 2, "log_interval": 2,
+                  "deterministic": True, "amp": "none", "device": "cpu", **train},
+    }

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TouchPayload, tiny_training_config
 
 from spxseg import Segmenter
 from spxseg.config import load_config
@@ -25,16 +26,6 @@ from spxseg.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-
-
-class TouchPayload:
-    """Unpickling it creates ``marker``: what a malicious checkpoint does, harmlessly."""
-
-    def __init__(self, marker: pathlib.Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
 
 
 class SystemPayload(TouchPayload):
@@ -112,15 +103,7 @@ def run(tmp_path_factory) -> dict:
     """A 4-iteration tiny training: checkpoints at 2 and 4, evaluations at 2 and 4."""
     root = tmp_path_factory.mktemp("data")
     generate_synthetic(root, train=4, val=2, size=(64, 128), seed=0, progress=False)
-    cfg = {
-        "model": {"num_classes": 19, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
-                  "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}},
-        "data": {"dataset": "cityscapes", "root": str(root), "base_size": [64, 128], "crop_size": [64, 128],
-                 "num_workers": 0, "pin_memory": False},
-        "train": {"max_iters": 4, "batch_size": 2, "lr": 1e-3, "warmup_iters": 1, "eval_interval": 2,
-                  "checkpoint_interval": 2, "log_interval": 2, "deterministic": True, "amp": "none",
-                  "device": "cpu", "keep_checkpoints": 2},
-    }
+    cfg = tiny_training_config(root, max_iters=4, eval_interval=2, keep_checkpoints=2)
     config = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg))
     work = tmp_path_factory.mktemp("run")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pathlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
+from conftest import TouchPayload
 
 from spxseg.config import BackboneConfig, load_config
 from spxseg.models.backbone import Backbone, input_normalization
@@ -110,18 +110,10 @@ def test_timm_format_files_load_too(tmp_path: Path) -> None:
     assert torch.equal(backbone.body.conv1[0].weight, source.conv1[0].weight)
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
 def test_pickled_code_is_refused_and_not_run(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     evil = tmp_path / "evil_backbone.pth"
-    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(marker)}, evil)
+    torch.save({"conv1.weight": torch.zeros(1), "x": TouchPayload(marker)}, evil)
     with pytest.raises(WeightsFileError, match="refusing to load .*evil_backbone.pth: .*it asks for"):
         read_state_dict(evil)
     with pytest.raises(WeightsFileError, match="evil_backbone.pth"):
@@ -177,7 +169,7 @@ def test_the_training_tool_refuses_a_payload_backbone_file(tmp_path: Path, make_
     import yaml
 
     marker, evil = tmp_path / "ran", tmp_path / "evil_backbone.pth"
-    torch.save({"conv1.weight": torch.zeros(1), "x": _Payload(marker)}, evil)
+    torch.save({"conv1.weight": torch.zeros(1), "x": TouchPayload(marker)}, evil)
     make_camvid(tmp_path / "camvid", "train", n=2)
     make_camvid(tmp_path / "camvid", "val", n=1)
     cfg = {"model": {"num_classes": 11, "backbone": {"name": "resnet10t", "checkpoint": str(evil)}},

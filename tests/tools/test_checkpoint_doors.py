@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TouchPayload, tiny_training_config
 
 from spxseg.config import load_config
 from spxseg.data.synthetic import generate_synthetic
@@ -19,30 +20,12 @@ from spxseg.engine import trainer
 from spxseg.engine.checkpoint import load_checkpoint, save_weights, set_rng_state
 
 
-class TouchPayload:
-    """Unpickling it creates ``marker``: what a malicious checkpoint does, harmlessly."""
-
-    def __init__(self, marker: pathlib.Path) -> None:
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (self.marker,))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict:
     """A 2-iteration tiny training on a synthetic Cityscapes-layout set, and an image for the demo."""
     tmp = tmp_path_factory.mktemp("doors")
     root = generate_synthetic(tmp / "data", train=4, val=2, size=(64, 128), seed=0, progress=False)
-    cfg = {
-        "model": {"num_classes": 19, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
-                  "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}},
-        "data": {"dataset": "cityscapes", "root": str(root), "base_size": [64, 128], "crop_size": [64, 128],
-                 "num_workers": 0, "pin_memory": False},
-        "train": {"max_iters": 2, "batch_size": 2, "lr": 1e-3, "warmup_iters": 1, "eval_interval": 100,
-                  "checkpoint_interval": 2, "log_interval": 2, "deterministic": True, "amp": "none",
-                  "device": "cpu", "keep_checkpoints": 0},
-    }
+    cfg = tiny_training_config(root, max_iters=2, eval_interval=100, keep_checkpoints=0)
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(cfg))
     trainer.train(load_config(config), tmp / "work", progress=False)
