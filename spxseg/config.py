@@ -57,6 +57,12 @@ class TransformerConfig:
 @dataclass
 class LossConfig:
     superpixel_weight: float = 0.5
+    # SSN-style label reconstruction through the association (gradient into A*, not detached): pool the
+    # one-hot labels into superpixels and project them back; 0 = off. Ours only (peers have no A*).
+    reconstruction_weight: float = 0.0
+    # pixel loss over the hardest fraction of the labelled pixels of a batch (OHEM-style); 1.0 = all of
+    # them. Applies to every architecture, so the peers can be given the same loss.
+    hard_pixel_fraction: float = 1.0
     ignore_index: int = 255
 
 

@@ -229,7 +229,7 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
     spent waiting for data.
     """
     tc, device = run.cfg.train, run.device
-    terms = torch.zeros(3, device=device)
+    terms = torch.zeros(4, device=device)
     data_time = 0.0
     for micro in range(tc.accum_steps):
         t0 = time.perf_counter()
@@ -245,7 +245,7 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
                 out = run.ddp_model(images)
             loss = model_loss(out, labels, run.cfg.model)
             run.scaler.scale(loss.total / tc.accum_steps).backward()
-        terms += torch.stack([loss.total, loss.pixel, loss.superpixel]).detach() / tc.accum_steps
+        terms += loss.logged() / tc.accum_steps
     if tc.grad_clip:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)

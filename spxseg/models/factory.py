@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from spxseg.config import model_config
+from spxseg.models.loss import check_loss_config
 from spxseg.models.peer_decoders import PEER_ARCHITECTURES, build_peer
 from spxseg.models.superpixel_model import SuperpixelModel
 
@@ -21,6 +22,7 @@ def build_model(cfg: Any = None) -> nn.Module:
     segmentation-models-pytorch decoders on the same backbone (:mod:`spxseg.models.peer_decoders`).
     """
     cfg = model_config(cfg if cfg is not None else {})
+    check_loss_config(cfg.loss)
     if cfg.architecture == "spx":
         return SuperpixelModel(cfg)
     if cfg.architecture in PEER_ARCHITECTURES:

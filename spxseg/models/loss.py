@@ -1,7 +1,9 @@
-"""Training losses: pixel NLL on the projected probabilities + superpixel soft cross-entropy."""
+"""Training losses: pixel NLL on the projected probabilities + superpixel soft cross-entropy, and the
+optional label reconstruction through the association (SSN) and hard-pixel (OHEM-style) averaging."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +47,60 @@ class LossTerms:
     total: Tensor
     pixel: Tensor
     superpixel: Tensor
+    reconstruction: Tensor | None = None  # None = 0 (off, or a peer decoder)
+
+    def logged(self) -> Tensor:
+        """(4,) detached total, pixel, superpixel and reconstruction terms, for the training log."""
+        zero = torch.zeros_like(self.total)
+        rec = zero if self.reconstruction is None else self.reconstruction
+        return torch.stack([self.total, self.pixel, self.superpixel, rec]).detach()
+
+
+def check_loss_config(cfg: LossConfig) -> None:
+    """Raise ``ValueError`` naming the ``model.loss.*`` value that cannot train."""
+    if not 0.0 < cfg.hard_pixel_fraction <= 1.0:
+        raise ValueError(f"model.loss.hard_pixel_fraction must be in (0, 1], got {cfg.hard_pixel_fraction}")
+    for key in ("superpixel_weight", "reconstruction_weight"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
+
+
+def pixel_mean(per_pixel: Tensor, labels: Tensor, cfg: LossConfig) -> Tensor:
+    """Mean of per-pixel losses (B, H, W) over the labelled pixels, or over their hardest
+    ``cfg.hard_pixel_fraction`` (OHEM-style: the rest get no gradient). 0, not NaN, with no labelled pixel,
+    and, at fraction 1, nothing waits for the device."""
+    labelled = labels != cfg.ignore_index
+    if cfg.hard_pixel_fraction >= 1.0:
+        return (per_pixel * labelled).sum() / labelled.sum().clamp_min(1)
+    losses = per_pixel[labelled]  # data-dependent size: one host sync per step, like any OHEM
+    keep = max(1, math.ceil(cfg.hard_pixel_fraction * losses.numel())) if losses.numel() else 0
+    return losses.topk(keep, sorted=False).values.sum() / max(keep, 1)
+
+
+def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int,
+                        ignore_index: int = 255) -> Tensor:
+    """SSN's label reconstruction: how well the superpixels, as the association cuts them, carry the labels.
+
+    The one-hot labels at the stride-s pixel centres are pooled into superpixel histograms through the
+    association and projected back through it, ``Y' = A* (A*^T Y / mass)``; the loss is the cross-entropy of
+    ``Y'`` against the labels over the labelled pixels. The gradient reaches ``A*`` through both the pool
+    and the projection, so it pulls superpixel boundaries onto label boundaries independently of how well
+    the classifier already does (a thin object must own a superpixel to be reconstructed).
+
+    Args:
+        assoc: (B, 9, h, w) association at stride s over the padded grid, float32.
+        labels: (B, H, W) train ids.
+    Returns:
+        scalar loss (0 when no pixel is labelled).
+    """
+    hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index)  # (B, Gh, Gw, K)
+    recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
+    h, w = assoc.shape[-2:]
+    small = labels[:, stride // 2 :: stride, stride // 2 :: stride]
+    small = F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
+    labelled = (small != ignore_index).sum().clamp_min(1)
+    nll = F.nll_loss(recon.clamp_min(1e-8).log(), small, ignore_index=ignore_index, reduction="sum")
+    return nll / labelled
 
 
 def segmentation_loss(
@@ -63,23 +119,25 @@ def segmentation_loss(
         )
     # contiguous: nll_loss's backward rejects channels-last-like layouts
     log_probs = out.probs.float().clamp_min(1e-8).log().contiguous()
-    # mean over the labelled pixels; a crop with none of them (possible with batch 1 per GPU) gives 0, not
-    # the NaN of nll_loss's "mean" (that would stop training), and nothing here waits for the device
-    labelled = (labels != cfg.ignore_index).sum().clamp_min(1)
-    pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index, reduction="sum") / labelled
-    if cfg.superpixel_weight <= 0:
-        return LossTerms(pixel, pixel, torch.zeros_like(pixel))
-
+    # a crop with no labelled pixel (possible with batch 1 per GPU) gives 0, not the NaN of nll_loss's
+    # "mean" (that would stop training)
+    per_pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index, reduction="none")
+    pixel = pixel_mean(per_pixel, labels, cfg)
+    total, superpixel, reconstruction = pixel, torch.zeros_like(pixel), None
     num_classes, gh = out.sp_logits.shape[1], out.sp_logits.shape[2]
     cell = out.assoc.shape[-2] // gh
-    with torch.no_grad():
-        target, mass = superpixel_targets(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index)
-    sp_log_probs = out.sp_logits.float().permute(0, 2, 3, 1).log_softmax(-1)  # (B, Gh, Gw, K)
-    per_sp = -(target * sp_log_probs).sum(-1)
-    has_labels = (mass > 1e-3).to(per_sp.dtype)  # skip superpixels with no labelled mass
-    superpixel = (per_sp * has_labels).sum() / has_labels.sum().clamp_min(1.0)
-    total = pixel + cfg.superpixel_weight * superpixel
-    return LossTerms(total, pixel, superpixel)
+    if cfg.superpixel_weight > 0:
+        with torch.no_grad():
+            target, mass = superpixel_targets(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index)
+        sp_log_probs = out.sp_logits.float().permute(0, 2, 3, 1).log_softmax(-1)  # (B, Gh, Gw, K)
+        per_sp = -(target * sp_log_probs).sum(-1)
+        has_labels = (mass > 1e-3).to(per_sp.dtype)  # skip superpixels with no labelled mass
+        superpixel = (per_sp * has_labels).sum() / has_labels.sum().clamp_min(1.0)
+        total = total + cfg.superpixel_weight * superpixel
+    if cfg.reconstruction_weight > 0:
+        reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index)
+        total = total + cfg.reconstruction_weight * reconstruction
+    return LossTerms(total, pixel, superpixel, reconstruction)
 
 
 def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> LossTerms:
@@ -88,9 +146,9 @@ def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> Los
         raise ValueError(
             f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.logits.shape[-2:])} differ in size"
         )
-    labelled = (labels != cfg.ignore_index).sum().clamp_min(1)
-    pixel = F.cross_entropy(out.logits.float().contiguous(), labels.contiguous(), ignore_index=cfg.ignore_index,
-                            reduction="sum") / labelled
+    per_pixel = F.cross_entropy(out.logits.float().contiguous(), labels.contiguous(), ignore_index=cfg.ignore_index,
+                                reduction="none")
+    pixel = pixel_mean(per_pixel, labels, cfg)
     return LossTerms(pixel, pixel, torch.zeros_like(pixel))
 
 
