@@ -114,16 +114,22 @@ def time_models(names: list[str], size: tuple[int, int], threads: int, iters: in
     else:
         settings = prof.RunSettings("cpu", "fp32", False, False, False)
     rows = prof.profile_models(models, size, 1, settings, iters=iters, rounds=rounds, breakdown=spx)
-    return {row.model: row.as_dict() for row in rows}
+    # what a deployment runs: each model's label map (ours without the full-resolution probabilities)
+    lean = prof.profile_models(models, size, 1, settings, iters=iters, rounds=rounds, flops=False, labels=True)
+    results = {row.model: row.as_dict() for row in rows}
+    for row in lean:
+        results[row.model]["labels_ms"] = row.median_ms
+    return results
 
 
 def markdown_table(results: dict[str, dict], class_names: list[str], backbone_ms: float | None) -> str:
-    head = ["model", "val mIoU", *class_names, "CPU ms", "x backbone", "params", "GFLOPs", "train min"]
+    head = ["model", "val mIoU", *class_names, "CPU ms", "x backbone", "labels ms", "x backbone", "params", "GFLOPs",
+            "train min"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     best = max((r["mIoU"] for r in results.values() if r.get("mIoU") is not None), default=None)
     if backbone_ms is not None:
         lines.append("| " + " | ".join([BACKBONE, "", *[""] * len(class_names), f"{backbone_ms:.1f}", "1.00",
-                                        "", "", ""]) + " |")
+                                        f"{backbone_ms:.1f}", "1.00", "", "", ""]) + " |")
     for name, r in results.items():
         miou = f"{r['mIoU']:.1f}" if r.get("mIoU") is not None else "-"
         if best is not None and r.get("mIoU") == best:
@@ -131,8 +137,11 @@ def markdown_table(results: dict[str, dict], class_names: list[str], backbone_ms
         ious = [f"{r['per_class_IoU'][c]:.1f}" if r["per_class_IoU"].get(c) is not None else "-" for c in class_names]
         ms = r.get("cpu_ms")
         ratio = f"{ms / backbone_ms:.2f}" if ms and backbone_ms else ""
+        lean = r.get("labels_ms")
+        lean_ratio = f"{lean / backbone_ms:.2f}" if lean and backbone_ms else ""
         lines.append("| " + " | ".join([
             f"{LABELS.get(name, name)} (`{name}`)", miou, *ious, f"{ms:.1f}" if ms else "", ratio,
+            f"{lean:.1f}" if lean else "", lean_ratio,
             f"{r['params_M']:.2f} M" if r.get("params_M") else "", f"{r['gflops']:.2f}" if r.get("gflops") else "",
             f"{r['train_s'] / 60:.1f}" if r.get("train_s") else "",
         ]) + " |")
@@ -223,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             "aAcc": m["aAcc"], "per_class_IoU": {c: v["IoU"] for c, v in m["per_class"].items()},
             "iteration": m.get("iteration"), "cpu_ms": row["median_ms"], "cpu_p90_ms": row["p90_ms"],
             "cpu_ms_x_backbone": row["median_ms"] / backbone_ms if backbone_ms else None,
+            "labels_ms": row.get("labels_ms"),
             "params_M": row["params_M"], "gflops": row["gflops"], "stages_ms": row.get("stages_ms"),
             "train_s": train_s, "train_threads": args.threads, "timing": row,
             "gpu": gpu_rows.get(name),
@@ -244,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Made by `{study['command'].strip()}` on {study['date']} ({machine}; trainings {args.jobs} at a time with "
         f"{args.threads} thread(s) each, then timing alone: model only, random weights, batch 1, fp32, "
         f"{args.size[0]}x{args.size[1]}, median of {args.iters * args.rounds} calls in {args.rounds} interleaved "
-        f"rounds). Val mIoU and per-class IoU (%) from the final evaluation of each run.\n\n{table}\n\n"
+        f"rounds; *CPU ms* is the full forward, *labels ms* the label map alone, each model's `predict`). "
+        f"Val mIoU and per-class IoU (%) from the final evaluation of each run.\n\n{table}\n\n"
         f"![CamVid val mIoU against CPU latency]({rel_png})"
     )
     update_readme(readme, section)

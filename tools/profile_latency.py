@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baselines", default="backbone",
                         help="comma-separated: backbone, deeplabv3_resnet50, lraspp_mobilenet_v3_large, "
                              "segformer_b0, segformer_b2; 'all' = those installed; 'none' = ours only")
+    parser.add_argument("--labels", action="store_true",
+                        help="time the lean label path (model.predict: label map, no probabilities) instead of "
+                             "the full forward, for ours and the peer decoders")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-stage breakdown of our model")
     parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting")
     parser.add_argument("--dataset", nargs="?", const="val", default=None, metavar="SPLIT",
@@ -150,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{h}x{w}, normalise, host->device, forward, resize scores to the original size, argmax, device->host")
     else:
         print("  model only: random normalised input already on the device; inside the timer: the forward")
+    if args.labels:
+        print("  --labels: ours and peer decoders run their lean label path (predict: labels, no probabilities)")
 
     rows = prof.profile_models(
         models, (h, w), args.batch, settings, warmup=args.warmup, iters=args.iters, rounds=args.rounds,
-        flops=not args.no_flops, images=images, mean_std=mean_std,
+        flops=not args.no_flops, images=images, mean_std=mean_std, labels=args.labels,
         breakdown=None if args.no_breakdown or cfg.model.architecture != "spx" else ours,
     )
     print()

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from spxseg.benchmark.runners import (
     STAGES,
+    LabelMap,
     compiled,
     end_to_end_callable,
     make_runner,
@@ -47,6 +48,7 @@ class Row:
     mean_ms: float = 0.0
     iters: int = 0
     mode: str = "model"
+    output: str = "probs"  # probs: the full forward; labels: the lean label path (LabelMap)
     device_name: str = ""
     threads: int = 0
     channels_last: bool = False
@@ -74,6 +76,7 @@ def profile_models(
     images: Sequence[np.ndarray] | None = None,
     mean_std: tuple[Sequence[float], Sequence[float]] | None = None,
     log: Callable[[str], None] = print,
+    labels: bool = False,
 ) -> list[Row]:
     """Measure every model in ``models`` on the same input; returns one :class:`Row` each.
 
@@ -83,6 +86,9 @@ def profile_models(
         breakdown: name of the model in ``models`` to break down per stage (our model), or None.
         images: decoded RGB images for end-to-end mode (batch must be 1), with ``mean_std``.
         rounds: interleaved timing rounds on the CPU (CUDA times each model in one go, alone on the GPU).
+        labels: time each model's lean label path (:class:`~spxseg.benchmark.runners.LabelMap`: label map,
+            no probabilities) instead of its full forward; modules without ``predict`` (the backbone alone,
+            the zoo's models) run their forward either way.
     """
     device = settings.torch_device
     cuda = device.type == "cuda"
@@ -100,8 +106,12 @@ def profile_models(
         x = x.contiguous(memory_format=torch.channels_last)
 
     def runner_for(module: nn.Module) -> Callable[[], Any]:
+        lean = labels and hasattr(module, "predict")
         if not end_to_end:
-            return make_runner(module, x, settings)
+            return make_runner(LabelMap(module) if lean else module, x, settings)
+        if lean:
+            fn = compiled(LabelMap(module), settings)
+            return end_to_end_callable(None, images, size, *mean_std, settings, labels_fn=fn)
         fn = compiled(module, settings)
         return end_to_end_callable(lambda t: scores_of(fn(t)), images, size, *mean_std, settings)
 
@@ -116,7 +126,7 @@ def profile_models(
         runners[name] = runner_for(module)
         runners[name]()  # first call: compiles when asked
         compile_s = time.perf_counter() - t0 if settings.compile else None
-        rows[name] = _row(name, module, size, batch, settings, flop_count, None, compile_s, end_to_end)
+        rows[name] = _row(name, module, size, batch, settings, flop_count, None, compile_s, end_to_end, labels)
         log(f"  prepared {name}" + (f" (first call {compile_s:.1f} s)" if compile_s else ""))
     if not cuda and runners:
         timings = time_interleaved(runners, device, iters, warmup, rounds)
@@ -143,7 +153,7 @@ def profile_models(
         timing = time_callable(run, "cpu" if end_to_end else device, iters, warmup)
         torch.cuda.synchronize(device)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        rows[name] = _row(name, module, size, batch, settings, flop_count, peak, compile_s, end_to_end)
+        rows[name] = _row(name, module, size, batch, settings, flop_count, peak, compile_s, end_to_end, labels)
         _fill_timing(rows[name], timing, batch)
         log(f"  {name}: {rows[name].median_ms:.2f} ms" + (f" (compile {compile_s:.1f} s)" if compile_s else ""))
         del run
@@ -169,12 +179,14 @@ def _flops(module: nn.Module, x: Tensor, settings: RunSettings) -> int | None:
 
 
 def _row(name: str, module: nn.Module, size: tuple[int, int], batch: int, settings: RunSettings,
-         flop_count: int | None, peak: float | None, compile_s: float | None, end_to_end: bool) -> Row:
+         flop_count: int | None, peak: float | None, compile_s: float | None, end_to_end: bool,
+         labels: bool = False) -> Row:
     return Row(
         model=name, device=settings.torch_device.type, dtype=settings.dtype, size=list(size), batch=batch,
         median_ms=math.nan, p90_ms=math.nan, fps=math.nan, params_M=count_params(module) / 1e6,
         gflops=None if flop_count is None else flop_count / 1e9, peak_mem_MiB=peak,
-        mode="end-to-end" if end_to_end else "model", device_name=device_name(settings.torch_device),
+        mode="end-to-end" if end_to_end else "model", output="labels" if labels and hasattr(module, "predict")
+        else "probs", device_name=device_name(settings.torch_device),
         threads=torch.get_num_threads(), channels_last=settings.channels_last, compiled=settings.compile,
         frozen=settings.freeze, cuda_graphs=settings.cuda_graphs, compile_s=compile_s,
     )

@@ -16,6 +16,21 @@ from spxseg.benchmark.settings import RunSettings, synchronize
 
 STAGES = ("backbone", "pixel_decoder", "tokenizer", "transformer")
 
+class LabelMap(nn.Module):
+    """A model's lean label path as a module: ``model.predict(x, size=size).labels`` (B, H, W) int64.
+
+    What a deployment runs (``Segmenter``, evaluation): for ours, no full-resolution probabilities, no
+    association or superpixel ids; for a peer, the argmax of its logits. Compiles like any module.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        return self.model.predict(x, size=size).labels
+
+
 def prepare(model: nn.Module, settings: RunSettings) -> nn.Module:
     """Eval mode, on the device, in the memory format of ``settings`` (weights stay float32)."""
     model = model.eval().to(settings.torch_device)
@@ -135,15 +150,17 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
 # --------------------------------------------------------------------------- end-to-end mode
 
 
-def end_to_end_callable(model_fn: Callable[[Tensor], Any], images: Sequence[np.ndarray], size: tuple[int, int],
-                        mean: Sequence[float], std: Sequence[float], settings: RunSettings) -> Callable[[], Any]:
+def end_to_end_callable(model_fn: Callable[[Tensor], Any] | None, images: Sequence[np.ndarray], size: tuple[int, int],
+                        mean: Sequence[float], std: Sequence[float], settings: RunSettings,
+                        labels_fn: Callable[[Tensor, tuple[int, int]], Tensor] | None = None) -> Callable[[], Any]:
     """A callable running one image (cycling through ``images``) through the whole inference path.
 
     Inside the timer: resize of the decoded RGB uint8 image to ``size`` (OpenCV, bilinear), float
     conversion and normalisation (:func:`spxseg.data.transforms.preprocess_image`, as in evaluation
     and ``Segmenter``), host-to-device copy, the forward, bilinear resize of the class
     scores back to the original resolution, argmax, and the device-to-host copy of the label map
-    (which also synchronises). Outside the timer: reading and decoding the files.
+    (which also synchronises). Outside the timer: reading and decoding the files. With ``labels_fn``
+    (a :class:`LabelMap`), the forward, resize and argmax are its one call at the original size instead.
     """
     from spxseg.data.transforms import preprocess_image
 
@@ -158,9 +175,12 @@ def end_to_end_callable(model_fn: Callable[[Tensor], Any], images: Sequence[np.n
         if settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), settings.autocast():
-            scores = model_fn(x)
-            scores = F.interpolate(scores.float(), size=orig, mode="bilinear", align_corners=False)
-            pred = scores.argmax(1)[0].to(torch.uint8)
+            if labels_fn is not None:
+                pred = labels_fn(x, orig)[0].to(torch.uint8)
+            else:
+                scores = model_fn(x)
+                scores = F.interpolate(scores.float(), size=orig, mode="bilinear", align_corners=False)
+                pred = scores.argmax(1)[0].to(torch.uint8)
         return pred.cpu().numpy()
 
     return run

@@ -57,10 +57,9 @@ def evaluate(
             if not items:
                 continue
         labels = [item["label"] for item in items]
-        probs = infer_batch(model, [item["image"] for item in items], cfg,
-                              [tuple(lab.shape[-2:]) for lab in labels], device, amp)
-        for item, label, p in zip(items, labels, probs):
-            pred = p.argmax(0)
+        preds = infer_batch(model, [item["image"] for item in items], cfg,
+                            [tuple(lab.shape[-2:]) for lab in labels], device, amp, labels=True)
+        for item, label, pred in zip(items, labels, preds):
             evaluator.update(pred, label)
             if on_prediction is not None:
                 on_prediction(pred.to(torch.uint8).cpu().numpy(), item)

@@ -12,6 +12,12 @@ Modes (driven by :class:`~spxseg.config.EvalConfig`):
   {identity, horizontal flip} when ``flip``; each view's probabilities are un-flipped, resized
   to the output size and averaged.
 
+Label maps (:func:`infer_labels`, ``infer_batch(..., labels=True)``; what evaluation, ``Segmenter`` and
+the demo use) take the lean path of the models' ``predict`` for a single whole-image view (``whole``,
+``scales: [1.0]``, no flip): the argmax of the resized probabilities without writing them
+(:mod:`spxseg.models.resample_argmax`), no association or superpixel ids. Other modes average
+probabilities, so they take the argmax of :func:`infer_probs`.
+
 Images of different sizes in one batch are grouped by size and each group runs as a batch of
 up to ``batch_size`` images, so a result never depends on which other images shared its batch.
 """
@@ -151,18 +157,42 @@ def infer_probs(model: nn.Module, image: Tensor, cfg: EvalConfig, out_size: tupl
     return total / views if views > 1 else total
 
 
+def single_view(cfg: EvalConfig) -> bool:
+    """Whether ``cfg`` runs one whole-image forward pass per image (the lean label path applies)."""
+    return cfg.mode == "whole" and not cfg.flip and [float(s) for s in cfg.scales] == [1.0]
+
+
+@torch.no_grad()
+def infer_labels(model: nn.Module, image: Tensor, cfg: EvalConfig, out_size: tuple[int, int] | None = None
+                 ) -> Tensor:
+    """Label maps (B, H', W') int64 for normalised images (B, 3, H, W): ``infer_probs(...).argmax(1)``,
+    through the model's lean ``predict`` when ``cfg`` is a single whole-image view.
+
+    With ``out_size`` different from (H, W) the lean path resamples the stride-s probabilities to it in
+    one bilinear step, where ``infer_probs`` resizes twice (to the input, then to ``out_size``): labels
+    may differ at a few boundary pixels (measured in benchmarks/README.md, Lean inference).
+    """
+    check_eval_config(cfg)
+    if single_view(cfg) and hasattr(model, "predict"):
+        size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
+        return model.predict(model_input(image, cfg.channels_last), size=size).labels
+    return infer_probs(model, image, cfg, out_size).argmax(1)
+
+
 @torch.no_grad()
 def infer_batch(model: nn.Module, images: Sequence[Tensor], cfg: EvalConfig,
                   out_sizes: Sequence[tuple[int, int] | None] | None = None,
-                  device: torch.device | str | None = None, amp: str = "none") -> list[Tensor]:
-    """Probabilities for a list of images of possibly different sizes.
+                  device: torch.device | str | None = None, amp: str = "none", labels: bool = False
+                  ) -> list[Tensor]:
+    """Probabilities (or, with ``labels``, label maps) for a list of images of possibly different sizes.
 
     Args:
         images: normalised images, each (3, h_i, w_i).
         out_sizes: per image the output size (H_i, W_i), e.g. its label size; None = input size.
         device: where to run (default: the model's device).
+        labels: return (H_i, W_i) int64 label maps from :func:`infer_labels` instead of probabilities.
     Returns:
-        one (K, H_i, W_i) float32 tensor per image, on ``device``, in input order.
+        one (K, H_i, W_i) float32 tensor (or (H_i, W_i) int64 labels) per image, on ``device``, in input order.
 
     Same-size images run together in batches of ``cfg.batch_size`` (sliding-window mode runs one
     image at a time and batches its windows instead).
@@ -184,9 +214,24 @@ def infer_batch(model: nn.Module, images: Sequence[Tensor], cfg: EvalConfig,
         for start in range(0, len(idx), per_forward):
             chunk = idx[start : start + per_forward]
             batch = torch.stack([images[i] for i in chunk]).to(device, non_blocking=True)
+            if labels:
+                for i, pred in zip(chunk, _chunk_labels(model, batch, cfg, [sizes[i] for i in chunk], amp)):
+                    results[i] = pred
+                continue
             with autocast_context(device, amp):
                 probs = infer_probs(model, batch, cfg)
             for k, i in enumerate(chunk):
                 size = sizes[i]
                 results[i] = _resize(probs[k : k + 1], tuple(size))[0] if size is not None else probs[k]
     return results  # type: ignore[return-value]
+
+
+def _chunk_labels(model: nn.Module, batch: Tensor, cfg: EvalConfig, sizes: list[tuple[int, int] | None],
+                  amp: str) -> list[Tensor]:
+    """Label maps for one batch of same-size images whose output sizes may differ."""
+    input_size = tuple(batch.shape[-2:])
+    targets = {input_size if size is None else tuple(size) for size in sizes}
+    with autocast_context(batch.device, amp):
+        if len(targets) == 1:  # the usual case: one forward, labels at the one output size
+            return list(infer_labels(model, batch, cfg, targets.pop()))
+        return [infer_labels(model, batch[k : k + 1], cfg, size)[0] for k, size in enumerate(sizes)]

@@ -19,20 +19,31 @@ from spxseg.models.factory import has_superpixels
 class ExportWrapper(nn.Module):
     """The model with plain tensor outputs for export: ``probs`` (B, K, H, W) float32, ``labels``
     (B, H, W) int64 (argmax) and ``superpixels`` (B, H, W) int64; input ``image`` (B, 3, H, W),
-    normalised with the config's mean / std."""
+    normalised with the config's mean / std.
 
-    def __init__(self, model: nn.Module, labels: bool = True, superpixels: bool = True) -> None:
+    Without ``probs`` the graph is the lean label path (the model's ``predict``): no full-resolution
+    probabilities are output, and the association is only computed for ``superpixels``.
+    """
+
+    def __init__(self, model: nn.Module, labels: bool = True, superpixels: bool = True, probs: bool = True) -> None:
         super().__init__()
         self.model = model
         self.labels = labels
         # a peer decoder (model.architecture fpn / deeplabv3plus) has no superpixels to export
         self.superpixels = superpixels and has_superpixels(model)
+        self.probs = probs
+        if not (probs or labels):
+            raise ValueError("nothing to export: keep the probabilities or the labels output")
 
     @property
     def output_names(self) -> list[str]:
-        return ["probs"] + (["labels"] if self.labels else []) + (["superpixels"] if self.superpixels else [])
+        return ((["probs"] if self.probs else []) + (["labels"] if self.labels else [])
+                + (["superpixels"] if self.superpixels else []))
 
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        if not self.probs:
+            pred = self.model.predict(image, superpixels=self.superpixels)
+            return (pred.labels,) + ((pred.superpixels,) if self.superpixels else ())
         out = self.model(image)
         probs = out.probs.float()
         outputs = [probs]
@@ -45,7 +56,7 @@ class ExportWrapper(nn.Module):
 
 def export_onnx(model: nn.Module, size: Sequence[int], path: str | Path, opset: int = 18, batch: int = 1,
                 labels: bool = True, superpixels: bool = True, optimize: bool = True,
-                metadata: dict[str, str] | None = None) -> Path:
+                metadata: dict[str, str] | None = None, probs: bool = True) -> Path:
     """Export ``model`` (eval mode, fp32, CPU) to ONNX for images of a fixed ``size`` (H, W).
 
     Uses the ``torch.export``-based exporter (``torch.onnx.export(..., dynamo=True)``, needs the
@@ -65,7 +76,7 @@ def export_onnx(model: nn.Module, size: Sequence[int], path: str | Path, opset: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # a copy: the caller's model keeps its device, dtype and training mode
-    wrapper = ExportWrapper(copy.deepcopy(model), labels, superpixels).eval().cpu().float()
+    wrapper = ExportWrapper(copy.deepcopy(model), labels, superpixels, probs).eval().cpu().float()
     example = torch.zeros(batch, 3, h, w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -83,7 +94,7 @@ def export_onnx(model: nn.Module, size: Sequence[int], path: str | Path, opset: 
 def compare_onnx(path: str | Path, model: nn.Module, image: Tensor) -> dict[str, float]:
     """Run the ONNX file with onnxruntime (CPU) and the PyTorch model on ``image`` (B, 3, H, W).
 
-    Returns ``max_abs_diff_probs``, ``labels_agreement`` (fraction of equal argmax labels),
+    Returns ``max_abs_diff_probs`` (None when the file has no probabilities), ``labels_agreement`` (fraction of equal argmax labels),
     ``superpixels_agreement`` (when exported), and both run times in seconds (a second call each,
     after the first has done the lazy initialisation). ``model`` itself is left as it was.
     """
@@ -97,14 +108,15 @@ def compare_onnx(path: str | Path, model: nn.Module, image: Tensor) -> dict[str,
     t0 = time.perf_counter()
     session.run(None, {"image": image.numpy()})
     t_ort = time.perf_counter() - t0
-    wrapper = ExportWrapper(copy.deepcopy(model), "labels" in names, "superpixels" in names).eval().cpu().float()
+    wrapper = ExportWrapper(copy.deepcopy(model), "labels" in names, "superpixels" in names,
+                            "probs" in names).eval().cpu().float()
     with torch.no_grad():
         ref = dict(zip(wrapper.output_names, (t.numpy() for t in wrapper(image))))
         t0 = time.perf_counter()
         wrapper(image)
         t_torch = time.perf_counter() - t0
-    report = {"max_abs_diff_probs": float(np.abs(results["probs"] - ref["probs"]).max()),
-              "onnxruntime_s": t_ort, "torch_s": t_torch}
+    diff = float(np.abs(results["probs"] - ref["probs"]).max()) if "probs" in results else None
+    report = {"max_abs_diff_probs": diff, "onnxruntime_s": t_ort, "torch_s": t_torch}
     if "labels" in results:
         report["labels_agreement"] = float((results["labels"] == ref["labels"]).mean())
     if "superpixels" in results:

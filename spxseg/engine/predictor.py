@@ -15,10 +15,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.config import Config, resolve_normalization
@@ -26,7 +24,7 @@ from spxseg.data.io import read_image
 from spxseg.data.transforms import mean_std, preprocess_image
 from spxseg.engine.checkpoint import load_trained_model
 from spxseg.engine.distributed import resolve_device
-from spxseg.engine.inference import infer_batch, infer_probs, model_input
+from spxseg.engine.inference import infer_batch, infer_labels, infer_probs, model_input, single_view
 from spxseg.engine.precision import autocast_context
 from spxseg.engine.visualize import Color, default_palette
 from spxseg.models import build_model
@@ -141,9 +139,14 @@ class Segmenter:
         with autocast_context(self.device, self.amp):
             return infer_probs(self.model, x, self.cfg.eval, out_size=size)[0]
 
+    @torch.inference_mode()
     def predict(self, image: np.ndarray | str | Path, rgb: bool = False) -> np.ndarray:
-        """Label map (H, W) uint8 of train ids (``class_names[i]``) at the input resolution."""
-        return self.predict_probs(image, rgb).argmax(0).to(torch.uint8).cpu().numpy()
+        """Label map (H, W) uint8 of train ids (``class_names[i]``) at the input resolution (the lean path of
+        :func:`~spxseg.engine.inference.infer_labels`: no full-resolution probabilities are written)."""
+        x, size = self.preprocess(image, rgb)
+        with autocast_context(self.device, self.amp):
+            labels = infer_labels(self.model, x, self.cfg.eval, out_size=size)[0]
+        return labels.to(torch.uint8).cpu().numpy()
 
     @torch.inference_mode()
     def predict_with_superpixels(self, image: np.ndarray | str | Path, rgb: bool = False
@@ -158,27 +161,19 @@ class Segmenter:
         x, size = self.preprocess(image, rgb)
         ev = self.cfg.eval
         with autocast_context(self.device, self.amp):
-            out = self.model(model_input(x, ev.channels_last))
-            if ev.mode == "whole" and not ev.flip and list(ev.scales) == [1.0]:
-                probs = F.interpolate(out.probs.float(), size=size, mode="bilinear", align_corners=False) \
-                    if tuple(out.probs.shape[-2:]) != size else out.probs.float()
-            else:
-                probs = infer_probs(self.model, x, ev, out_size=size)
-        labels = probs[0].argmax(0).to(torch.uint8).cpu().numpy()
-        sp = out.superpixels[0].to(torch.int32).cpu().numpy()
-        if sp.shape != size:
-            sp = cv2.resize(sp, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-        self.superpixels = sp
-        return labels, sp
+            pred = self.model.predict(model_input(x, ev.channels_last), superpixels=True, size=size)
+            labels = pred.labels if single_view(ev) else infer_labels(self.model, x, ev, out_size=size)
+        self.superpixels = pred.superpixels[0].to(torch.int32).cpu().numpy()
+        return labels[0].to(torch.uint8).cpu().numpy(), self.superpixels
 
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray], rgb: bool = False) -> list[np.ndarray]:
         """Label maps (H_i, W_i) uint8 for a list of images of any sizes (same-size images share a
         forward pass, up to ``cfg.eval.batch_size``)."""
         prepared = [self.preprocess(img, rgb) for img in images]
-        probs = infer_batch(self.model, [x[0] for x, _ in prepared], self.cfg.eval,
-                              [size for _, size in prepared], self.device, self.amp)
-        return [p.argmax(0).to(torch.uint8).cpu().numpy() for p in probs]
+        labels = infer_batch(self.model, [x[0] for x, _ in prepared], self.cfg.eval,
+                             [size for _, size in prepared], self.device, self.amp, labels=True)
+        return [pred.to(torch.uint8).cpu().numpy() for pred in labels]
 
     def __repr__(self) -> str:
         m = self.cfg.model

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from spxseg.config import ModelConfig
 from spxseg.models.backbone import check_backbone_name
+from spxseg.models.resample_argmax import resample_argmax
+from spxseg.models.superpixel_model import Prediction
 from spxseg.models.weights import load_backbone_weights, load_weights_strict
 
 PEER_ARCHITECTURES = {"fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus"}
@@ -79,6 +81,19 @@ class PeerModel(nn.Module):
         x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
         logits = self.net(x)[:, :, :height, :width]
         return DenseOutput(probs=logits.float().softmax(1), logits=logits)
+
+    def predict(self, images: Tensor, superpixels: bool = False, size: tuple[int, int] | None = None) -> Prediction:
+        """Label map (B, H', W') int64, as :meth:`SuperpixelModel.predict <spxseg.models.superpixel_model.
+        SuperpixelModel.predict>`: the argmax of the logits (no softmax) at the input size, or of the
+        probabilities resampled to ``size`` (without writing the resample). There are no superpixels."""
+        if superpixels:
+            raise ValueError(f"model.architecture={self.cfg.architecture!r} has no superpixels")
+        out = self(images)
+        height, width = images.shape[-2:]
+        if size is None or tuple(size) == (height, width):
+            return Prediction(out.logits.argmax(1), None)
+        scale = (height / int(size[0]), width / int(size[1]))
+        return Prediction(resample_argmax(out.probs, (int(size[0]), int(size[1])), scale), None)
 
 
 def build_peer(cfg: ModelConfig) -> PeerModel:

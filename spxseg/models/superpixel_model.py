@@ -19,6 +19,7 @@ from spxseg.models import superpixel_ops as ops
 from spxseg.models.backbone import Backbone
 from spxseg.models.global_transformer import GlobalTransformer
 from spxseg.models.pixel_decoder import PixelDecoder
+from spxseg.models.resample_argmax import resample_argmax
 from spxseg.models.tokenizer import SuperpixelTokenizer
 
 
@@ -37,6 +38,28 @@ class SegOutput(NamedTuple):
     sp_logits: Tensor
     assoc: Tensor
     superpixels: Tensor
+
+
+class Prediction(NamedTuple):
+    """Result of :meth:`SuperpixelModel.predict` (and of the peers' ``predict``).
+
+    labels: (B, H, W) int64 class per pixel, ``argmax`` of the class probabilities.
+    superpixels: (B, H, W) int64 hard superpixel id, or None when not asked for.
+    """
+
+    labels: Tensor
+    superpixels: Tensor | None
+
+
+class CoarseOutput(NamedTuple):
+    """The model's output before any full-resolution map: probs (B, K, h, w) at stride s over the padded
+    grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc (B, Gh, Gw, 9, n) in cell layout and
+    the padded input size (Hp, Wp) = (h * s, w * s)."""
+
+    probs: Tensor
+    sp_logits: Tensor
+    assoc: Tensor
+    padded: tuple[int, int]
 
 
 class SuperpixelModel(nn.Module):
@@ -77,6 +100,52 @@ class SuperpixelModel(nn.Module):
         Static shapes for a given input size, no host-device synchronisation, no data-dependent
         control flow: compiles without graph breaks and replays under CUDA graphs.
         """
+        height, width = images.shape[-2:]
+        coarse = self._coarse(images)
+        # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
+        probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
+        probs = probs[:, :, :height, :width]
+        if torch.is_grad_enabled():  # a user's own loss (nll_loss's backward) needs the documented NCHW layout
+            probs = probs.contiguous()
+        return SegOutput(
+            probs=probs,
+            sp_logits=coarse.sp_logits.permute(0, 3, 1, 2),
+            assoc=ops.assoc_from_cells(coarse.assoc, self.cell),
+            superpixels=self._hard_ids(coarse.assoc)[:, :height, :width],
+        )
+
+    def predict(self, images: Tensor, superpixels: bool = False, size: tuple[int, int] | None = None
+                ) -> Prediction:
+        """The lean inference path: label map (B, H', W') int64, and the superpixel map only when asked.
+
+        ``argmax(forward(images).probs)`` without writing the full-resolution probabilities
+        (:func:`~spxseg.models.resample_argmax.resample_argmax` gives the same labels from the stride-s
+        map) and without the association or hard ids unless ``superpixels``. ``size`` (H', W') resamples
+        the stride-s probabilities straight to another output size, in one bilinear step (``forward``
+        followed by a resize would take two); default: the input size. Compiled or exported, the labels
+        come from the plain resize and argmax (static shapes), which the compiler fuses.
+        """
+        height, width = images.shape[-2:]
+        out_h, out_w = (height, width) if size is None else (int(size[0]), int(size[1]))
+        coarse = self._coarse(images)
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
+            probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
+            probs = probs[:, :, :height, :width]
+            if (out_h, out_w) != (height, width):
+                probs = F.interpolate(probs, size=(out_h, out_w), mode="bilinear", align_corners=False)
+            labels = probs.argmax(1)
+        else:
+            scale = (height / (out_h * self.stride), width / (out_w * self.stride))
+            labels = resample_argmax(coarse.probs, (out_h, out_w), scale)
+        ids = None
+        if superpixels:
+            ids = self._hard_ids(coarse.assoc)[:, :height, :width]
+            if (out_h, out_w) != (height, width):
+                ids = F.interpolate(ids[:, None].float(), size=(out_h, out_w), mode="nearest")[:, 0].long()
+        return Prediction(labels, ids)
+
+    def _coarse(self, images: Tensor) -> CoarseOutput:
+        """Everything up to the class probabilities at stride s (the part ``forward`` and ``predict`` share)."""
         b, _, height, width = images.shape
         m = self.size_multiple
         pad_h, pad_w = (-height) % m, (-width) % m
@@ -100,19 +169,7 @@ class SuperpixelModel(nn.Module):
             sp_probs = sp_logits.to(assoc.dtype).softmax(-1)
             probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
         probs = _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)  # (B, K, h, w), channels-last in memory
-        # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
-        probs = F.interpolate(probs, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        probs = probs[:, :, :height, :width]
-        if torch.is_grad_enabled():  # a user's own loss (nll_loss's backward) needs the documented NCHW layout
-            probs = probs.contiguous()
-
-        superpixels = self._hard_ids(assoc, gh, gw)[:, :height, :width]
-        return SegOutput(
-            probs=probs,
-            sp_logits=sp_logits.permute(0, 3, 1, 2),
-            assoc=ops.assoc_from_cells(assoc, self.cell),
-            superpixels=superpixels,
-        )
+        return CoarseOutput(probs, sp_logits, assoc, tuple(x.shape[-2:]))
 
     def _valid_cells(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
         """(1, Gh, Gw, 1, n): 1 where the stride-s pixel covers part of the image, 0 for padding."""
@@ -128,8 +185,9 @@ class SuperpixelModel(nn.Module):
         grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, h, w)
         return ops.to_cells(grid.unsqueeze(0), self.cell)
 
-    def _hard_ids(self, assoc: Tensor, gh: int, gw: int) -> Tensor:
+    def _hard_ids(self, assoc: Tensor) -> Tensor:
         """Hard superpixel id per image pixel (B, Hp, Wp) from the association (B, Gh, Gw, 9, n)."""
+        gh, gw = assoc.shape[1:3]
         # argmax over a contiguous innermost axis: several times faster on CPU than over axis -2
         j = assoc.transpose(-1, -2).contiguous().argmax(-1)  # (B, Gh, Gw, n)
         gy = torch.arange(gh, device=assoc.device).view(1, gh, 1, 1)

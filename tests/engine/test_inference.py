@@ -13,7 +13,7 @@ from spxseg import Segmenter
 from spxseg.config import Config, EvalConfig, from_dict, to_dict
 from spxseg.engine.evaluate import evaluate
 from spxseg.engine.evaluator import SegEvaluator, confusion_matrix, metrics_from_confusion
-from spxseg.engine.inference import infer_batch, infer_probs, window_boxes
+from spxseg.engine.inference import infer_batch, infer_labels, infer_probs, window_boxes
 from spxseg.models import build_model
 
 TINY = {"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
@@ -140,6 +140,32 @@ def test_batch_with_different_sizes_matches_single_images(model) -> None:
         ref = infer_probs(model, img[None], EvalConfig(), out_size=size)[0]
         assert probs.shape == ref.shape
         torch.testing.assert_close(probs, ref, rtol=0, atol=1e-5)
+
+
+def test_labels_take_the_lean_path_for_one_whole_view(model, monkeypatch) -> None:
+    """infer_labels / infer_batch(labels=True): argmax of the probabilities; whole single views go through the
+    model's predict (counted here), TTA through infer_probs."""
+    double = build_model(TINY).double().eval()
+    double.load_state_dict(model.state_dict())
+    calls = []
+    real_predict = double.predict
+    monkeypatch.setattr(double, "predict", lambda *a, **k: calls.append(k) or real_predict(*a, **k))
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randn(3, 64, 96, generator=g, dtype=torch.float64) for _ in range(3)]
+    sizes = [(64, 96), None, (64, 96)]
+    labels = infer_batch(double, images, EvalConfig(batch_size=3), sizes, labels=True)
+    assert len(calls) == 1 and calls[0]["size"] == (64, 96)  # one forward for the three
+    probs = infer_batch(double, images, EvalConfig(batch_size=3), sizes)
+    for lab, p in zip(labels, probs):
+        assert lab.dtype == torch.int64 and torch.equal(lab, p.argmax(0))
+    flip = EvalConfig(flip=True)
+    got = infer_labels(double, images[0][None], flip)
+    assert len(calls) == 1  # TTA averages probabilities: no lean path
+    assert torch.equal(got, infer_probs(double, images[0][None], flip).argmax(1))
+    # mixed output sizes in one batch: each image at its own size
+    mixed = infer_batch(double, images[:2], EvalConfig(batch_size=2), [(64, 96), (32, 48)], labels=True)
+    assert [tuple(m.shape) for m in mixed] == [(64, 96), (32, 48)]
+    assert torch.equal(mixed[0], probs[0].argmax(0))
 
 
 def test_bad_eval_config_is_named() -> None:

@@ -1,0 +1,102 @@
+"""The loss options: label reconstruction through the association (SSN) and hard-pixel averaging (OHEM)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spxseg.config import LossConfig
+from spxseg.models import build_model, model_loss
+from spxseg.models.loss import pixel_mean, reconstruction_loss
+
+TINY = {"num_classes": 4, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
+        "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
+
+
+def _cell_labels(gh: int, gw: int, cell: int, classes: int) -> torch.Tensor:
+    """(1, gh*cell, gw*cell) labels constant over each cell, neighbouring cells differing."""
+    grid = (torch.arange(gh).view(gh, 1) + 2 * torch.arange(gw).view(1, gw)) % classes
+    return grid.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[None]
+
+
+def test_reconstruction_is_zero_when_superpixels_follow_the_labels() -> None:
+    labels = _cell_labels(3, 4, 2, classes=3)
+    own_cell = torch.zeros(1, 9, 6, 8, dtype=torch.float64)
+    own_cell[:, 4] = 1.0  # every pixel belongs to the superpixel of its own cell: pure superpixels
+    loss = reconstruction_loss(own_cell, labels, num_classes=3, stride=1, cell=2)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reconstruction_penalises_mixed_superpixels_and_trains_the_association() -> None:
+    labels = _cell_labels(3, 4, 2, classes=3)
+    logits = torch.zeros(1, 9, 6, 8, dtype=torch.float64, requires_grad=True)  # uniform over the 9 neighbours
+    assoc = logits.softmax(1)
+    loss = reconstruction_loss(assoc, labels, num_classes=3, stride=1, cell=2)
+    assert loss.item() > 0.5  # each superpixel mixes its neighbours' classes
+    loss.backward()
+    grad = logits.grad
+    assert grad.abs().sum() > 0
+    # descending the gradient moves mass onto the own cell (the only label-pure choice here)
+    assert (grad[:, 4] < 0).float().mean() > 0.9
+
+
+def test_reconstruction_ignores_unlabelled_pixels() -> None:
+    labels = _cell_labels(3, 4, 2, classes=3)
+    assoc = torch.zeros(1, 9, 6, 8, dtype=torch.float64).softmax(1)
+    base = reconstruction_loss(assoc, labels, 3, 1, 2)
+    unlabelled = torch.full_like(labels, 255)
+    assert reconstruction_loss(assoc, unlabelled, 3, 1, 2).item() == 0.0
+    assert torch.isfinite(base)
+
+
+def test_hard_pixel_fraction_averages_the_hardest_pixels() -> None:
+    torch.manual_seed(0)
+    per_pixel = torch.rand(2, 8, 10)
+    labels = torch.randint(0, 3, (2, 8, 10))
+    labels[0, :2] = 255
+    labelled = per_pixel[labels != 255]
+    everything = pixel_mean(per_pixel, labels, LossConfig())
+    assert everything.item() == pytest.approx(labelled.mean().item(), rel=1e-6)
+    hardest = pixel_mean(per_pixel, labels, LossConfig(hard_pixel_fraction=0.25))
+    keep = math.ceil(0.25 * labelled.numel())
+    assert hardest.item() == pytest.approx(labelled.sort(descending=True).values[:keep].mean().item(), rel=1e-6)
+    assert pixel_mean(per_pixel, torch.full_like(labels, 255), LossConfig(hard_pixel_fraction=0.25)).item() == 0.0
+
+
+@pytest.mark.parametrize("architecture", ["spx", "fpn"])
+def test_loss_options_reach_the_total(architecture) -> None:
+    if architecture == "fpn":
+        pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    cfg = {**TINY, "architecture": architecture,
+           "loss": {"reconstruction_weight": 2.0, "hard_pixel_fraction": 0.5}}
+    model = build_model(cfg if architecture == "spx" else {k: v for k, v in cfg.items() if k in
+                                                           ("architecture", "num_classes", "backbone", "loss")})
+    x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    out = model(x)
+    terms = model_loss(out, labels, model.cfg)
+    logged = terms.logged()
+    assert logged.shape == (4,) and not logged.requires_grad
+    if architecture == "spx":
+        assert terms.reconstruction is not None and terms.reconstruction > 0
+        expected = terms.pixel + 0.5 * terms.superpixel + 2.0 * terms.reconstruction
+        assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    else:  # peers have no association: the hard-pixel mean alone
+        assert terms.reconstruction is None and logged[3] == 0
+        per_pixel = F.cross_entropy(out.logits, labels, reduction="none").flatten()
+        top = per_pixel.sort(descending=True).values[: per_pixel.numel() // 2].mean()
+        assert terms.total.item() == pytest.approx(top.item(), rel=1e-5)
+    terms.total.backward()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("hard_pixel_fraction", 0.0, "hard_pixel_fraction must be in"),
+    ("hard_pixel_fraction", 1.5, "hard_pixel_fraction must be in"),
+    ("reconstruction_weight", -1.0, "reconstruction_weight must be >= 0"),
+])
+def test_bad_loss_values_are_named(key, value, message) -> None:
+    with pytest.raises(ValueError, match=f"model.loss.{message}"):
+        build_model({**TINY, "loss": {key: value}})
