@@ -35,6 +35,10 @@ class BackboneConfig:
     pretrained: bool = False  # ImageNet weights through timm (downloads); off by default
     checkpoint: str | None = None  # local weights file, for offline machines
     out_indices: list[int] | None = None  # timm feature stages; None = all
+    # keep the backbone's BatchNorm layers in eval mode while training: the ImageNet running statistics
+    # normalise (the affine parameters still learn), whatever the per-GPU batch. For one or two images per
+    # GPU without train.sync_bn; measured in benchmarks/README.md, Small batches
+    freeze_bn: bool = False
 
 
 @dataclass

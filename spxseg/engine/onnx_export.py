@@ -94,9 +94,9 @@ def export_onnx(model: nn.Module, size: Sequence[int], path: str | Path, opset: 
 def compare_onnx(path: str | Path, model: nn.Module, image: Tensor) -> dict[str, float]:
     """Run the ONNX file with onnxruntime (CPU) and the PyTorch model on ``image`` (B, 3, H, W).
 
-    Returns ``max_abs_diff_probs`` (None when the file has no probabilities), ``labels_agreement`` (fraction of equal argmax labels),
-    ``superpixels_agreement`` (when exported), and both run times in seconds (a second call each,
-    after the first has done the lazy initialisation). ``model`` itself is left as it was.
+    Returns ``max_abs_diff_probs`` (None when the file has no probabilities), ``labels_agreement``
+    (fraction of equal argmax labels), ``superpixels_agreement`` (when exported), and both run times in
+    seconds (a second call each, after the first has done the lazy initialisation). ``model`` itself is left as it was.
     """
     try:
         import onnxruntime as ort

@@ -56,6 +56,15 @@ def create_features(cfg: BackboneConfig, **kwargs) -> nn.Module:
     return body
 
 
+def freeze_bn_statistics(module: nn.Module) -> None:
+    """Put every BatchNorm of ``module`` in eval mode: normalise with the running (ImageNet) statistics and
+    stop updating them. Their affine weights keep their ``requires_grad``: they still train. timm's fused
+    ``BatchNormAct2d`` is a BatchNorm2d subclass, so it is covered."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 class Backbone(nn.Module):
     """A timm model with ``features_only=True``, keeping the stages at stride >= ``min_stride``.
 

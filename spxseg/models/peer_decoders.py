@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.config import ModelConfig
-from spxseg.models.backbone import check_backbone_name
+from spxseg.models.backbone import check_backbone_name, freeze_bn_statistics
 from spxseg.models.resample_argmax import resample_argmax
 from spxseg.models.superpixel_model import Prediction
 from spxseg.models.weights import load_backbone_weights, load_weights_strict
@@ -72,6 +72,13 @@ class PeerModel(nn.Module):
     @property
     def backbone(self) -> nn.Module:
         return self.net.encoder.model
+
+    def train(self, mode: bool = True) -> nn.Module:
+        """``nn.Module.train``, keeping the backbone's BatchNorm statistics frozen with ``model.backbone.freeze_bn``."""
+        super().train(mode)
+        if mode and self.cfg.backbone.freeze_bn:
+            freeze_bn_statistics(self.backbone)
+        return self
 
     def forward(self, images: Tensor) -> DenseOutput:
         """images (B, 3, H, W), normalised, any H, W >= 32."""

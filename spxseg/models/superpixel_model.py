@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from spxseg.config import ModelConfig
 from spxseg.models import superpixel_ops as ops
-from spxseg.models.backbone import Backbone
+from spxseg.models.backbone import Backbone, freeze_bn_statistics
 from spxseg.models.global_transformer import GlobalTransformer
 from spxseg.models.pixel_decoder import PixelDecoder
 from spxseg.models.resample_argmax import resample_argmax
@@ -93,6 +93,13 @@ class SuperpixelModel(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
+
+    def train(self, mode: bool = True) -> nn.Module:
+        """``nn.Module.train``, keeping the backbone's BatchNorm statistics frozen with ``model.backbone.freeze_bn``."""
+        super().train(mode)
+        if mode and self.cfg.backbone.freeze_bn:
+            freeze_bn_statistics(self.backbone)
+        return self
 
     def forward(self, images: Tensor) -> SegOutput:
         """images (B, 3, H, W), normalised, any H, W >= 32.

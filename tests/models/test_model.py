@@ -5,7 +5,7 @@ import torch
 
 from spxseg import build_model
 from spxseg.config import ModelConfig
-from spxseg.models import segmentation_loss, superpixel_targets
+from spxseg.models import model_loss, segmentation_loss, superpixel_targets
 from spxseg.models import superpixel_ops as ops
 
 SMALL = {
@@ -169,3 +169,36 @@ def test_a_hand_written_loss_loop_over_the_documented_outputs_trains():
     opt.step()
     with torch.no_grad():  # inference keeps the faster channels-last layout; same values either way
         assert torch.allclose(model.eval()(images).probs, model(images).probs.contiguous())
+
+
+@pytest.mark.parametrize("architecture", ["spx", "fpn"])
+def test_freeze_bn_keeps_backbone_statistics_and_trains_affine(architecture) -> None:
+    """model.backbone.freeze_bn: training steps leave the backbone's running statistics as loaded (also after
+    an eval / train round trip) while its BN weights still learn; without it the statistics move."""
+    if architecture == "fpn":
+        pytest.importorskip("segmentation_models_pytorch")
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    def run(freeze: bool) -> tuple[bool, bool]:
+        torch.manual_seed(0)
+        cfg = {"architecture": architecture, "num_classes": 3, "backbone": {"name": "resnet18", "freeze_bn": freeze}}
+        if architecture == "spx":
+            cfg.update(cell=4, channels=16, transformer={"layers": 1, "dim": 32, "heads": 2})
+        model = build_model(cfg)
+        norms = [m for m in model.backbone.modules() if isinstance(m, _BatchNorm)]
+        stats = [m.running_mean.clone() for m in norms]
+        weights = [m.weight.detach().clone() for m in norms]
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(2):
+            model.eval()
+            model.train()  # the trainer's evaluation round trip must not unfreeze
+            out = model(torch.randn(2, 3, 64, 64))
+            model_loss(out, torch.randint(0, 3, (2, 64, 64)), model.cfg).total.backward()
+            opt.step()
+            opt.zero_grad()
+        same_stats = all(torch.equal(a, m.running_mean) for a, m in zip(stats, norms))
+        same_weights = all(torch.equal(a, m.weight) for a, m in zip(weights, norms))
+        return same_stats, same_weights
+
+    assert run(freeze=True) == (True, False)
+    assert run(freeze=False) == (False, False)
