@@ -33,6 +33,33 @@ def test_torch_export_succeeds() -> None:
     assert [o.shape for o in ExportWrapper(model)(x)] == [(1, 19, 64, 96), (1, 64, 96), (1, 64, 96)]
 
 
+@pytest.mark.slow
+def test_lean_onnx_graph_has_labels_and_no_probabilities(tmp_path) -> None:
+    """export_onnx(probs=False): the graph of predict (labels, superpixels), equal to PyTorch's outputs."""
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from spxseg.engine.onnx_export import compare_onnx
+
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    wrapper = ExportWrapper(model, probs=False)
+    assert wrapper.output_names == ["labels", "superpixels"]
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        labels, superpixels = wrapper(x)
+        ref = model(x)
+    assert torch.equal(labels, ref.probs.argmax(1)) and torch.equal(superpixels, ref.superpixels)
+    path = export_onnx(model, (64, 96), tmp_path / "lean.onnx", probs=False, optimize=False)
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["labels", "superpixels"]
+    report = compare_onnx(path, model, x)
+    assert report["max_abs_diff_probs"] is None
+    assert report["labels_agreement"] > 0.999 and report["superpixels_agreement"] > 0.999
+    with pytest.raises(ValueError, match="nothing to export"):
+        ExportWrapper(model, labels=False, probs=False)
+
+
 def test_export_onnx_rejects_old_opset(tmp_path) -> None:
     with pytest.raises(ValueError, match="opset 16"):
         export_onnx(torch.nn.Identity(), (64, 64), tmp_path / "m.onnx", opset=16)

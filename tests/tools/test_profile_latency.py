@@ -77,6 +77,29 @@ def test_end_to_end_mode_on_real_images(tool, config, tmp_path, capsys):
     assert "inside the timer" in printed and "leaves out the 'backbone' baseline" in printed
 
 
+def test_labels_mode_times_the_lean_path(tool, config, tmp_path, monkeypatch):
+    """--labels: ours runs predict (counted), the backbone baseline its forward; model-only and end-to-end."""
+    from spxseg.models import SuperpixelModel
+
+    calls = []
+    real = SuperpixelModel.predict
+    monkeypatch.setattr(SuperpixelModel, "predict", lambda self, *a, **k: calls.append(k) or real(self, *a, **k))
+    out = tmp_path / "labels.json"
+    rc = tool.main(["--config", str(config), "--size", "64", "96", "--labels", "--baselines", "backbone",
+                    "--warmup", "0", "--iters", "2", "--rounds", "1", "--no-flops", "--no-breakdown",
+                    "--json", str(out)])
+    assert rc == 0 and len(calls) >= 2
+    rows = {r["model"]: r for r in json.loads(out.read_text())}
+    assert rows["spx_resnet18"]["output"] == "labels" and rows["backbone"]["output"] == "probs"
+    if (FIXTURES / "cityscapes_mini").is_dir():
+        calls.clear()
+        rc = tool.main(["--config", str(config), "--size", "64", "128", "--dataset", "val", "--labels",
+                        "--warmup", "0", "--iters", "2", "--no-flops", "--json", str(out)])
+        assert rc == 0 and calls and all(k.get("size") for k in calls)  # labels straight at the original size
+        (row,) = json.loads(out.read_text())
+        assert row["mode"] == "end-to-end" and row["output"] == "labels"
+
+
 def test_end_to_end_cuda_graphs_need_compile(tool, config, capsys):
     with pytest.raises(SystemExit) as exc:
         tool.main(["--config", str(config), "--size", "64", "64", "--dataset", "--cuda-graphs"])
