@@ -47,6 +47,10 @@ class TokenizerConfig:
     heads: int = 2
     dual_path: bool = False
     ffn_ratio: float = 2.0
+    # a learned bias per neighbour and position in the cell added to every association's logits, started
+    # at SSN's distance prior (-squared distance to the neighbour's cell centre, in cells): the first
+    # associations favour nearby superpixels instead of being near uniform over the 9
+    position_bias: bool = False
 
 
 @dataclass

@@ -46,7 +46,8 @@ class SuperpixelTokenizer(nn.Module):
     """
 
     def __init__(
-        self, channels: int, iters: int = 3, heads: int = 2, dual_path: bool = False, ffn_ratio: float = 2.0
+        self, channels: int, iters: int = 3, heads: int = 2, dual_path: bool = False, ffn_ratio: float = 2.0,
+        cell: int | None = None, position_bias: bool = False,
     ) -> None:
         super().__init__()
         if channels % heads:
@@ -61,6 +62,10 @@ class SuperpixelTokenizer(nn.Module):
         self.final_query_norm = nn.LayerNorm(channels)
         self.final_key = nn.Linear(channels, channels)
         self.final_key_norm = nn.LayerNorm(channels)
+        if position_bias and cell is None:
+            raise ValueError("position_bias needs the cell size")
+        # (9, n) logit bias shared by every association, see distance_prior
+        self.position_bias = nn.Parameter(distance_prior(cell)) if position_bias else None
 
     def _pixel_query(self, pix: Tensor) -> PixelQuery:
         """The pixel query ``Wq F + b`` in the form the associations need, without normalising it.
@@ -106,6 +111,8 @@ class SuperpixelTokenizer(nn.Module):
         dots = nb_key @ query.centred.view(b, gh, gw, heads, d, n)  # (B, Gh, Gw, heads, 9, n)
         rstd = torch.rsqrt(query.var + self.query_norm.eps).unsqueeze(4)  # (B, Gh, Gw, heads, 1, n)
         logits = torch.addcmul(nb_offset.transpose(3, 4).unsqueeze(-1), dots.to(acc), rstd)
+        if self.position_bias is not None:
+            logits = logits + self.position_bias.to(acc)
         # softmax over the 9 neighbours in float32: bf16 logits lose the small differences that matter
         return logits.softmax(4)
 
@@ -129,7 +136,10 @@ class SuperpixelTokenizer(nn.Module):
         dots = (nb_g @ query.centred).to(acc)  # (B, Gh, Gw, 9, n)
         for h in range(heads):
             dots = torch.addcmul(dots, nb_sums[..., h : h + 1], delta[:, :, :, h : h + 1])
-        return torch.addcmul(nb_offset, dots, rstd).softmax(-2)
+        logits = torch.addcmul(nb_offset, dots, rstd)
+        if self.position_bias is not None:
+            logits = logits + self.position_bias.to(acc)
+        return logits.softmax(-2)
 
     def _pooled_values(self, assoc: Tensor, pix: Tensor, valid: Tensor | None, eps: float = 1e-6) -> Tensor:
         """Per-head association-weighted mean of the pixel values ``Wv F``: (B, Gh, Gw, heads, d).
@@ -193,6 +203,16 @@ class SuperpixelTokenizer(nn.Module):
         if self.dual_path:
             query = self._pixel_query(pix)
         return sp, self._final_assoc(query, sp, grid_valid), pix
+
+
+def distance_prior(cell: int) -> Tensor:
+    """(9, cell²) SSN-style prior: minus the squared distance, in cells, from each pixel of a cell (row-major)
+    to the centre of neighbour j's cell (0 to -0.5 for the own cell, down to -4.5 for a far corner)."""
+    centres = (torch.arange(cell, dtype=torch.float32) + 0.5) / cell - 0.5  # pixel offsets from the cell centre
+    py, px = torch.meshgrid(centres, centres, indexing="ij")
+    dy = torch.tensor([o[0] for o in ops.OFFSETS], dtype=torch.float32).view(9, 1)
+    dx = torch.tensor([o[1] for o in ops.OFFSETS], dtype=torch.float32).view(9, 1)
+    return -((py.reshape(1, -1) - dy) ** 2 + (px.reshape(1, -1) - dx) ** 2)
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:

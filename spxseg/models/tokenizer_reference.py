@@ -12,7 +12,8 @@ per head h of width d = C / heads, for T iterations,
     S <- S + FFN(LN(S))
     F <- F + Wp sum_j A[p, j] Wsv S_{n_j(p)}                          dual path only
 
-then the single-head final association ``softmax_j(<LN(Wq F)_p, LN(Wk' S)_{n_j(p)}> / sqrt(C))``.
+then the single-head final association ``softmax_j(<LN(Wq F)_p, LN(Wk' S)_{n_j(p)}> / sqrt(C))``. With
+``position_bias``, every association's logits get ``+ B[j, p]`` (one learned (9, n) table) before the softmax.
 Initial superpixels are the mean of each cell's image pixels; padding pixels are left out of every pool.
 
 Only tests call it (``tests/models/test_fast_paths.py``, in float64); it is not meant to be fast.
@@ -63,6 +64,8 @@ def reference_tokenizer(
         query = tok.query_norm(raw.reshape(b, gh, gw, n, heads, d)).transpose(3, 4)
         return raw, query, split_heads(value)
 
+    # the learned (9, n) logit bias per neighbour and position in the cell, when the tokenizer has one
+    bias = 0.0 if tok.position_bias is None else tok.position_bias
     raw, query, value = query_value(pix)
     for i, it in enumerate(tok.iterations):
         if tok.dual_path and i > 0:  # the pixels changed: project them again
@@ -70,7 +73,7 @@ def reference_tokenizer(
         key = it.key_norm(it.key(sp).view(b, gh, gw, heads, d))  # (B, Gh, Gw, heads, d)
         key_nb = ops.gather_neighbors(key.flatten(3)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
         logits = ops.neighbor_logits_cells(query, key_nb, grid_valid)  # (B, Gh, Gw, heads, 9, n)
-        assoc = (logits / math.sqrt(d)).softmax(-2)  # over the 9 neighbours
+        assoc = (logits / math.sqrt(d) + bias).softmax(-2)  # over the 9 neighbours
         pooled = ops.pool_cells(assoc * valid_heads, value)  # (B, Gh, Gw, heads, d)
         sp = sp + it.out(pooled.flatten(3))
         sp = sp + it.ffn(it.ffn_norm(sp))
@@ -85,4 +88,4 @@ def reference_tokenizer(
     # final association: single head over all C channels, its own norms, the same query projection
     final_key = ops.gather_neighbors(tok.final_key_norm(tok.final_key(sp)))  # (B, Gh, Gw, 9, C)
     logits = ops.neighbor_logits_cells(tok.final_query_norm(raw), final_key, grid_valid)  # (B, Gh, Gw, 9, n)
-    return sp, (logits / math.sqrt(c)).softmax(-2), pix
+    return sp, (logits / math.sqrt(c) + bias).softmax(-2), pix

@@ -22,11 +22,17 @@ from spxseg.models.tokenizer_reference import reference_tokenizer
 
 
 @pytest.mark.parametrize(
-    "heads, dual_path, padded", [(2, False, False), (2, False, True), (4, True, True), (1, False, False)]
+    "heads, dual_path, padded, position_bias",
+    [(2, False, False, False), (2, False, True, False), (4, True, True, False), (1, False, False, False),
+     (2, False, True, True), (2, True, False, True)],
 )
-def test_tokenizer_matches_reference(heads, dual_path, padded):
+def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
     torch.manual_seed(0)
-    tok = SuperpixelTokenizer(32, iters=2, heads=heads, dual_path=dual_path).double()
+    tok = SuperpixelTokenizer(32, iters=2, heads=heads, dual_path=dual_path, cell=3,
+                              position_bias=position_bias).double()
+    if position_bias:  # a trained table, not only the prior it starts from
+        with torch.no_grad():
+            tok.position_bias.add_(torch.randn_like(tok.position_bias))
     for module in tok.modules():  # non-trivial norm parameters, so the affine folding is exercised
         if isinstance(module, torch.nn.LayerNorm):
             torch.nn.init.normal_(module.weight, 1.0, 0.3)

@@ -202,3 +202,19 @@ def test_freeze_bn_keeps_backbone_statistics_and_trains_affine(architecture) -> 
 
     assert run(freeze=True) == (True, False)
     assert run(freeze=False) == (False, False)
+
+
+def test_distance_prior_favours_the_own_cell_and_trains() -> None:
+    from spxseg.models.tokenizer import distance_prior
+
+    prior = distance_prior(4)
+    assert prior.shape == (9, 16)
+    assert (prior.argmax(0) == 4).all()  # every pixel is closest to its own cell's centre
+    assert prior[0, 0] > prior[8, 0]  # the top-left pixel is nearer the top-left neighbour than the bottom-right
+    torch.manual_seed(0)
+    model = build_model({"num_classes": 3, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
+                         "tokenizer": {"position_bias": True}, "transformer": {"layers": 1, "dim": 32, "heads": 2}})
+    torch.testing.assert_close(model.tokenizer.position_bias.detach(), prior)
+    out = model(torch.randn(1, 3, 64, 64))
+    segmentation_loss(out, torch.randint(0, 3, (1, 64, 64)), model.cfg.loss, model.stride).total.backward()
+    assert model.tokenizer.position_bias.grad.abs().sum() > 0
