@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""How far can a trained model's superpixels carry the labels? The superpixel oracle, per class.
+
+    python benchmarks/superpixel_oracle.py --checkpoint work_dirs/camvid/spx_lite0_base/model.safetensors
+
+For every val image, the model's own association ``A*`` is kept and each superpixel's predicted class
+distribution is replaced by its true label histogram (the labels pooled through ``A*``, as the superpixel
+loss's target); projecting those back through ``A*`` and taking the argmax gives the *oracle* labels. Its
+per-class IoU is what perfect superpixel classification would reach with these superpixels: where the
+model is far below its oracle, the classifier is what fails; where the oracle itself is low, the
+superpixels (their size, their boundaries) are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def oracle(checkpoint: str) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from spxseg.data import build_dataset, dataset_class
+    from spxseg.engine.checkpoint import load_trained_model
+    from spxseg.engine.evaluator import SegEvaluator
+    from spxseg.models import superpixel_ops as ops
+    from spxseg.models.factory import has_superpixels
+    from spxseg.models.loss import superpixel_targets
+
+    model, cfg, _ = load_trained_model(checkpoint)
+    if not has_superpixels(model):
+        raise SystemExit(f"error: {checkpoint} is a {cfg.model.architecture} model: it has no superpixels")
+    model.eval()
+    dataset = build_dataset(cfg.data, cfg.data.val_split, augment=False)
+    names = list(dataset_class(cfg.data.dataset).class_names)
+    k = cfg.model.num_classes
+    own, best = SegEvaluator(k, names), SegEvaluator(k, names)
+    for i in range(len(dataset)):
+        item = dataset[i]
+        x, label = item["image"][None], item["label"][None]
+        height, width = x.shape[-2:]
+        with torch.no_grad():
+            out = model(x)
+            if tuple(label.shape[-2:]) != (height, width):
+                raise SystemExit("error: the oracle needs labels at the input size: set data.test_resize_labels "
+                                 "or data.test_short_side=None in the checkpoint's config")
+            padded = (out.assoc.shape[-2] * model.stride, out.assoc.shape[-1] * model.stride)
+            label_padded = F.pad(label, (0, padded[1] - width, 0, padded[0] - height), value=255)
+            hist, _ = superpixel_targets(out.assoc.float(), label_padded, k, model.stride, model.cell)
+            projected = ops.project(out.assoc.float(), hist.permute(0, 3, 1, 2))  # (1, K, h, w)
+            projected = F.interpolate(projected, size=padded, mode="bilinear", align_corners=False)
+        own.update(out.probs.argmax(1)[0], label[0])
+        best.update(projected[:, :, :height, :width].argmax(1)[0], label[0])
+    result = {}
+    for key, ev in (("model", own), ("oracle", best)):
+        m = ev.compute()
+        result[key] = {"mIoU": m["mIoU"], "per_class_IoU": {c: v["IoU"] for c, v in m["per_class"].items()}}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", action="append", required=True, help="our trained weights (repeatable)")
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    args = parser.parse_args(argv)
+    results = {}
+    for path in args.checkpoint:
+        results[path] = oracle(path)
+        for key, r in results[path].items():
+            classes = " ".join(f"{c} {v:.1f}" for c, v in r["per_class_IoU"].items())
+            print(f"{path} {key:6s} mIoU {r['mIoU']:.1f} | {classes}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
