@@ -13,6 +13,10 @@
 2. CPU latency at ``--size`` (1 thread by default; run it on a quiet machine, never beside a training):
    the full forward followed by the argmax, against ``predict`` (labels only), for each model, in
    interleaved rounds with the project's timer; and the same at ``--size`` input with labels at twice the size.
+3. The part that differs, alone (ours): from the stride-s probabilities of a real val frame at ``--size``
+   to the outputs, ``forward``'s tail (bilinear resize of the probabilities, the association in (B, 9, h, w),
+   the hard ids; then the argmax) against ``predict``'s (``resample_argmax``). Milliseconds, so many calls:
+   steadier than the whole-model figures, which move by several per cent on this shared machine.
 """
 
 from __future__ import annotations
@@ -87,6 +91,44 @@ def timing(checkpoints: list[str], size: tuple[int, int], threads: int, iters: i
     return {name: t.median_ms for name, t in timings.items()}
 
 
+def tail_timing(checkpoint: str, size: tuple[int, int], threads: int, iters: int, rounds: int) -> dict:
+    """Milliseconds of forward's and predict's tails after the shared stride-s part, on a real val frame."""
+    import torch
+    import torch.nn.functional as F
+
+    from spxseg.benchmark.timing import time_interleaved
+    from spxseg.data import build_dataset
+    from spxseg.engine.checkpoint import load_trained_model
+    from spxseg.models import superpixel_ops as ops
+    from spxseg.models.factory import has_superpixels
+    from spxseg.models.resample_argmax import resample_argmax
+
+    torch.set_num_threads(threads)
+    model, cfg, _ = load_trained_model(checkpoint)
+    if not has_superpixels(model):
+        return {}
+    model.eval()
+    cfg.data.test_short_side = size[0]
+    image = build_dataset(cfg.data, cfg.data.val_split, augment=False)[0]["image"][None]
+    height, width = image.shape[-2:]
+    with torch.inference_mode():
+        coarse = model._coarse(image)  # what forward and predict share
+
+        def forward_tail() -> torch.Tensor:
+            probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
+            model._hard_ids(coarse.assoc)[:, :height, :width]
+            ops.assoc_from_cells(coarse.assoc, model.cell)
+            return probs[:, :, :height, :width].argmax(1)
+
+        def predict_tail() -> torch.Tensor:
+            return resample_argmax(coarse.probs, (height, width), (1 / model.stride, 1 / model.stride))
+
+        assert torch.equal(forward_tail(), predict_tail())
+        timings = time_interleaved({"forward tail + argmax": forward_tail, "predict tail": predict_tail}, "cpu",
+                                   iters, warmup=5, rounds=rounds)
+    return {"input": [height, width], **{name: t.median_ms for name, t in timings.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", required=True, help="trained weights (repeat for more)")
@@ -111,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"{100 * r['pixel_agreement']:.4f}% of pixels agree; mIoU full {r['mIoU_full']:.2f}, "
                       f"lean {r['mIoU_lean']:.2f}")
     if not args.skip_timing:
+        results["tail_ms"] = {path: tail_timing(path, tuple(args.size), args.threads, 20 * args.iters, args.rounds)
+                              for path in args.checkpoint}
+        for path, tail in results["tail_ms"].items():
+            if tail:
+                print(f"{path} at {tail['input']}: forward's tail + argmax {tail['forward tail + argmax']:.2f} ms, "
+                      f"predict's tail {tail['predict tail']:.2f} ms")
         results["timing_ms"] = timing(args.checkpoint, tuple(args.size), args.threads, args.iters, args.rounds)
         for name, ms in results["timing_ms"].items():
             print(f"{name:60s} {ms:8.1f} ms")
