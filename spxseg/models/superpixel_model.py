@@ -19,7 +19,7 @@ from spxseg.models import superpixel_ops as ops
 from spxseg.models.backbone import Backbone, freeze_bn_statistics
 from spxseg.models.global_transformer import GlobalTransformer
 from spxseg.models.pixel_decoder import PixelDecoder
-from spxseg.models.resample_argmax import resample_argmax
+from spxseg.models.resample_argmax import resample_argmax, upsample_argmax
 from spxseg.models.tokenizer import SuperpixelTokenizer
 
 
@@ -127,7 +127,7 @@ class SuperpixelModel(nn.Module):
         """The lean inference path: label map (B, H', W') int64, and the superpixel map only when asked.
 
         ``argmax(forward(images).probs)`` without writing the full-resolution probabilities
-        (:func:`~spxseg.models.resample_argmax.resample_argmax` gives the same labels from the stride-s
+        (:func:`~spxseg.models.resample_argmax.upsample_argmax` gives the same labels from the stride-s
         map) and without the association or hard ids unless ``superpixels``. ``size`` (H', W') resamples
         the stride-s probabilities straight to another output size, in one bilinear step (``forward``
         followed by a resize would take two); default: the input size. Compiled or exported, the labels
@@ -142,6 +142,8 @@ class SuperpixelModel(nn.Module):
             if (out_h, out_w) != (height, width):
                 probs = F.interpolate(probs, size=(out_h, out_w), mode="bilinear", align_corners=False)
             labels = probs.argmax(1)
+        elif (out_h, out_w) == (height, width):
+            labels = upsample_argmax(coarse.probs, self.stride, (height, width))
         else:
             scale = (height / (out_h * self.stride), width / (out_w * self.stride))
             labels = resample_argmax(coarse.probs, (out_h, out_w), scale)

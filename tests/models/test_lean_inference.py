@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from spxseg.models import build_model
-from spxseg.models.resample_argmax import resample_argmax
+from spxseg.models.resample_argmax import resample_argmax, upsample_argmax
 
 TINY = {"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
@@ -32,6 +32,18 @@ def test_resample_argmax_upsampling_cropped_to_the_image() -> None:
     scores = torch.randn(1, 4, 16, 24, dtype=torch.float64).softmax(1)
     ref = F.interpolate(scores, size=(64, 96), mode="bilinear", align_corners=False)[..., :61, :90].argmax(1)
     assert torch.equal(resample_argmax(scores, (61, 90), (0.25, 0.25)), ref)
+
+
+@pytest.mark.parametrize("factor, crop", [(4, (61, 90)), (4, (64, 96)), (2, (31, 47)), (8, (128, 190)),
+                                         (3, (45, 70))])
+def test_upsample_argmax_equals_upsample_then_argmax(factor, crop) -> None:
+    gen = torch.Generator().manual_seed(factor)
+    coarse = torch.randn(2, 5, 6, 8, generator=gen, dtype=torch.float64)
+    scores = F.interpolate(coarse, size=(16, 24), mode="bilinear", align_corners=False).softmax(1)
+    scores = scores.contiguous(memory_format=torch.channels_last)
+    full = F.interpolate(scores, size=(16 * factor, 24 * factor), mode="bilinear", align_corners=False)
+    ref = full[..., : crop[0], : crop[1]].argmax(1)
+    assert torch.equal(upsample_argmax(scores, factor, crop), ref)
 
 
 def test_resample_argmax_channels_last_float32() -> None:
