@@ -112,7 +112,7 @@ def tail_timing(checkpoint: str, size: tuple[int, int], threads: int, iters: int
     image = build_dataset(cfg.data, cfg.data.val_split, augment=False)[0]["image"][None]
     height, width = image.shape[-2:]
     with torch.inference_mode():
-        coarse = model._coarse(image)  # what forward and predict share
+        coarse = model.coarse(image)  # what forward and predict share
 
         def forward_tail() -> torch.Tensor:
             probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)

@@ -109,7 +109,7 @@ class SuperpixelModel(nn.Module):
         control flow: compiles without graph breaks and replays under CUDA graphs.
         """
         height, width = images.shape[-2:]
-        coarse = self._coarse(images)
+        coarse = self.coarse(images)
         # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
         probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
         probs = probs[:, :, :height, :width]
@@ -135,7 +135,7 @@ class SuperpixelModel(nn.Module):
         """
         height, width = images.shape[-2:]
         out_h, out_w = (height, width) if size is None else (int(size[0]), int(size[1]))
-        coarse = self._coarse(images)
+        coarse = self.coarse(images)
         if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
             probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
             probs = probs[:, :, :height, :width]
@@ -154,8 +154,9 @@ class SuperpixelModel(nn.Module):
                 ids = F.interpolate(ids[:, None].float(), size=(out_h, out_w), mode="nearest")[:, 0].long()
         return Prediction(labels, ids)
 
-    def _coarse(self, images: Tensor) -> CoarseOutput:
-        """Everything up to the class probabilities at stride s (the part ``forward`` and ``predict`` share)."""
+    def coarse(self, images: Tensor) -> CoarseOutput:
+        """Everything up to the class probabilities at stride s: what ``forward`` and ``predict`` share (and
+        what a custom head or a benchmark of the output stage starts from)."""
         b, _, height, width = images.shape
         m = self.size_multiple
         pad_h, pad_w = (-height) % m, (-width) % m

@@ -79,7 +79,7 @@ def test_predict_to_another_size_is_one_resample(spx_model) -> None:
     with torch.no_grad():
         out = spx_model(x)
         lean = spx_model.predict(x, size=(100, 150), superpixels=True)
-        coarse = spx_model._coarse(x).probs
+        coarse = spx_model.coarse(x).probs
     one_step = F.interpolate(coarse, size=(100, 150), mode="bilinear", align_corners=False)
     assert torch.equal(lean.labels, one_step.argmax(1))  # no padding here: the one step covers the padded map
     two_step = F.interpolate(out.probs, size=(100, 150), mode="bilinear", align_corners=False).argmax(1)
