@@ -40,6 +40,7 @@ LABELS = {
     "spx_lite0_base": "spxseg, default sizes",
     "spx_lite0": "spxseg, light",
     "fpn_lite0": "FPN (smp)",
+    "fpn_lite0_ohem": "FPN (smp), hardest 25% of pixels",
     "deeplabv3plus_lite0": "DeepLabV3+ (smp)",
 }
 BACKBONE = "backbone (Lite0 alone)"
