@@ -157,6 +157,9 @@ def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo, **data: Any) 
     tc = cfg.train
     model = build_model(cfg.model)
     if tc.sync_bn and dist_info.distributed:
+        if dist_info.device.type == "cpu":  # torch's SyncBatchNorm raises at the first forward on CPU
+            raise ValueError("train.sync_bn needs GPUs (SyncBatchNorm does not run on CPU under DDP); on CPU "
+                             "use model.backbone.freeze_bn=true for small per-process batches")
         model = convert_sync_bn(model)
     model.to(dist_info.device)
     if tc.channels_last:

@@ -179,6 +179,7 @@ def test_torchrun_two_processes(tiny_config, tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(REPO / "tools/train.py"), "--config", str(tiny_config), "--work-dir", str(tmp_path), "--no-progress",
         "--opts", "train.max_iters=4", "train.checkpoint_interval=2", "train.log_interval=2", "train.batch_size=2",
+        "model.backbone.freeze_bn=true",  # the small-batch BN setting under DDP
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
@@ -188,6 +189,20 @@ def test_torchrun_two_processes(tiny_config, tmp_path):
     model = trainer.build_model(load_config(tiny_config).model)
     model.load_state_dict(ckpt["model"])
     assert json.loads((tmp_path / "metrics.json").read_text())["mIoU"] >= 0
+    # frozen backbone BN on both ranks: the running statistics are still the initial ones (mean 0, var 1),
+    # while the pixel decoder's BN (not frozen) moved
+    stats = {k: v for k, v in ckpt["model"].items() if k.endswith("running_mean")}
+    assert all(not v.any() for k, v in stats.items() if k.startswith("backbone."))
+    assert any(v.any() for k, v in stats.items() if not k.startswith("backbone."))
+
+
+def test_sync_bn_on_cpu_ddp_is_a_named_error(tiny_config, tmp_path):
+    """SyncBatchNorm only runs on accelerators: on CPU under DDP the setting is refused before training."""
+    from spxseg.engine import distributed as du
+
+    cfg = load_config(tiny_config, ["train.sync_bn=true"])
+    with pytest.raises(ValueError, match="train.sync_bn needs GPUs.*freeze_bn"):
+        trainer.build_run(cfg, tmp_path, du.DistInfo(rank=0, world_size=2))
 
 
 DDP_STOP = """
