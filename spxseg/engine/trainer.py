@@ -12,6 +12,7 @@ import json
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,10 @@ def build_run(cfg: Config, work_dir: Path, dist_info: du.DistInfo, **data: Any) 
     """Model (SyncBN under DDP when ``train.sync_bn``), optimiser, schedule and gradient scaler; ``data``: the
     :class:`Run` fields of the data (loaders, evaluator, iterations per epoch, progress)."""
     tc = cfg.train
+    bb = cfg.model.backbone
+    if bb.freeze_bn and not (bb.pretrained or bb.checkpoint):  # (a resumed run's own statistics are loaded later)
+        warnings.warn("model.backbone.freeze_bn with neither pretrained nor checkpoint weights: the backbone's BN "
+                      "statistics stay at their random-init values (mean 0, var 1)", stacklevel=2)
     model = build_model(cfg.model)
     if tc.sync_bn and dist_info.distributed:
         if dist_info.device.type == "cpu":  # torch's SyncBatchNorm raises at the first forward on CPU

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import warnings
 from typing import Any
 
 from torch import nn
@@ -24,11 +23,6 @@ def build_model(cfg: Any = None) -> nn.Module:
     """
     cfg = model_config(cfg if cfg is not None else {})
     check_loss_config(cfg.loss)
-    bb = cfg.backbone
-    if bb.freeze_bn and not (bb.pretrained or bb.checkpoint):
-        warnings.warn("model.backbone.freeze_bn with neither pretrained nor checkpoint weights: the backbone's BN "
-                      "statistics stay at their random-init values (mean 0, var 1) unless a checkpoint is loaded "
-                      "afterwards", stacklevel=2)
     if cfg.architecture == "spx":
         return SuperpixelModel(cfg)
     if cfg.architecture in PEER_ARCHITECTURES:

@@ -204,6 +204,11 @@ def test_sync_bn_on_cpu_ddp_is_a_named_error(tiny_config, tmp_path):
     with pytest.raises(ValueError, match="train.sync_bn needs GPUs.*freeze_bn"):
         trainer.build_run(cfg, tmp_path, du.DistInfo(rank=0, world_size=2))
 
+    # and freezing random-init statistics (no ImageNet weights) is worth a warning when training starts
+    cfg = load_config(tiny_config, ["model.backbone.freeze_bn=true"])
+    with pytest.warns(UserWarning, match="freeze_bn with neither pretrained nor checkpoint"):
+        trainer.build_run(cfg, tmp_path, du.DistInfo())
+
 
 DDP_STOP = """
 import os, signal, sys

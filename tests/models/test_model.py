@@ -184,11 +184,7 @@ def test_freeze_bn_keeps_backbone_statistics_and_trains_affine(architecture) -> 
         cfg = {"architecture": architecture, "num_classes": 3, "backbone": {"name": "resnet18", "freeze_bn": freeze}}
         if architecture == "spx":
             cfg.update(cell=4, channels=16, transformer={"layers": 1, "dim": 32, "heads": 2})
-        if freeze:  # random weights here: the frozen statistics are the init ones, which is worth a warning
-            with pytest.warns(UserWarning, match="freeze_bn with neither pretrained nor checkpoint"):
-                model = build_model(cfg)
-        else:
-            model = build_model(cfg)
+        model = build_model(cfg)
         norms = [m for m in model.backbone.modules() if isinstance(m, _BatchNorm)]
         stats = [m.running_mean.clone() for m in norms]
         weights = [m.weight.detach().clone() for m in norms]
