@@ -16,6 +16,14 @@ from spxseg.models.peer_decoders import DenseOutput
 from spxseg.models.superpixel_model import SegOutput
 
 
+def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], ignore_index: int = 255) -> Tensor:
+    """Labels (B, H, W) -> (B, h, w): sampled at the stride-s pixel centres, padded with ``ignore_index`` up to
+    ``size`` (h, w), the association's padded grid."""
+    h, w = size
+    small = labels[:, stride // 2 :: stride, stride // 2 :: stride]
+    return F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
+
+
 def superpixel_targets(
     assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int, ignore_index: int = 255
 ) -> tuple[Tensor, Tensor]:
@@ -29,10 +37,7 @@ def superpixel_targets(
     Returns:
         histogram (B, Gh, Gw, K) summing to 1 where there is labelled mass, and that mass (B, Gh, Gw).
     """
-    h, w = assoc.shape[-2:]
-    # labels sampled at the stride-s pixel centres, padded with ignore up to the grid
-    small = labels[:, stride // 2 :: stride, stride // 2 :: stride]
-    small = F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
+    small = labels_at_stride(labels, stride, assoc.shape[-2:], ignore_index)
     labelled = small != ignore_index  # (B, h, w)
     onehot = F.one_hot(torch.where(labelled, small, 0), num_classes).to(assoc.dtype)  # (B, h, w, K)
     onehot = onehot * labelled.unsqueeze(-1)
@@ -95,9 +100,7 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
     """
     hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index)  # (B, Gh, Gw, K)
     recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
-    h, w = assoc.shape[-2:]
-    small = labels[:, stride // 2 :: stride, stride // 2 :: stride]
-    small = F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
+    small = labels_at_stride(labels, stride, assoc.shape[-2:], ignore_index)
     labelled = (small != ignore_index).sum().clamp_min(1)
     nll = F.nll_loss(recon.clamp_min(1e-8).log(), small, ignore_index=ignore_index, reduction="sum")
     return nll / labelled
