@@ -17,6 +17,7 @@ from spxseg.benchmark.runners import (
     LabelMap,
     compiled,
     end_to_end_callable,
+    labels_from_scores,
     make_runner,
     prepare,
     scores_of,
@@ -105,15 +106,17 @@ def profile_models(
     if settings.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
+    def output(module: nn.Module) -> str:
+        """What ``module`` is timed producing: its lean label map when asked and it has one, else its forward."""
+        return "labels" if labels and hasattr(module, "predict") else "probs"
+
     def runner_for(module: nn.Module) -> Callable[[], Any]:
-        lean = labels and hasattr(module, "predict")
+        timed = LabelMap(module) if output(module) == "labels" else module
         if not end_to_end:
-            return make_runner(LabelMap(module) if lean else module, x, settings)
-        if lean:
-            fn = compiled(LabelMap(module), settings)
-            return end_to_end_callable(None, images, size, *mean_std, settings, labels_fn=fn)
-        fn = compiled(module, settings)
-        return end_to_end_callable(lambda t: scores_of(fn(t)), images, size, *mean_std, settings)
+            return make_runner(timed, x, settings)
+        fn = compiled(timed, settings)
+        labels_fn = fn if timed is not module else labels_from_scores(lambda t: scores_of(fn(t)))
+        return end_to_end_callable(labels_fn, images, size, *mean_std, settings)
 
     rows: dict[str, Row] = {}
     runners: dict[str, Callable[[], Any]] = {}
@@ -126,7 +129,8 @@ def profile_models(
         runners[name] = runner_for(module)
         runners[name]()  # first call: compiles when asked
         compile_s = time.perf_counter() - t0 if settings.compile else None
-        rows[name] = _row(name, module, size, batch, settings, flop_count, None, compile_s, end_to_end, labels)
+        rows[name] = _row(name, module, size, batch, settings, flop_count, None, compile_s, end_to_end,
+                          output(module))
         log(f"  prepared {name}" + (f" (first call {compile_s:.1f} s)" if compile_s else ""))
     if not cuda and runners:
         timings = time_interleaved(runners, device, iters, warmup, rounds)
@@ -153,7 +157,8 @@ def profile_models(
         timing = time_callable(run, "cpu" if end_to_end else device, iters, warmup)
         torch.cuda.synchronize(device)
         peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        rows[name] = _row(name, module, size, batch, settings, flop_count, peak, compile_s, end_to_end, labels)
+        rows[name] = _row(name, module, size, batch, settings, flop_count, peak, compile_s, end_to_end,
+                          output(module))
         _fill_timing(rows[name], timing, batch)
         log(f"  {name}: {rows[name].median_ms:.2f} ms" + (f" (compile {compile_s:.1f} s)" if compile_s else ""))
         del run
@@ -180,13 +185,12 @@ def _flops(module: nn.Module, x: Tensor, settings: RunSettings) -> int | None:
 
 def _row(name: str, module: nn.Module, size: tuple[int, int], batch: int, settings: RunSettings,
          flop_count: int | None, peak: float | None, compile_s: float | None, end_to_end: bool,
-         labels: bool = False) -> Row:
+         output: str = "probs") -> Row:
     return Row(
         model=name, device=settings.torch_device.type, dtype=settings.dtype, size=list(size), batch=batch,
         median_ms=math.nan, p90_ms=math.nan, fps=math.nan, params_M=count_params(module) / 1e6,
         gflops=None if flop_count is None else flop_count / 1e9, peak_mem_MiB=peak,
-        mode="end-to-end" if end_to_end else "model", output="labels" if labels and hasattr(module, "predict")
-        else "probs", device_name=device_name(settings.torch_device),
+        mode="end-to-end" if end_to_end else "model", output=output, device_name=device_name(settings.torch_device),
         threads=torch.get_num_threads(), channels_last=settings.channels_last, compiled=settings.compile,
         frozen=settings.freeze, cuda_graphs=settings.cuda_graphs, compile_s=compile_s,
     )

@@ -150,17 +150,17 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
 # --------------------------------------------------------------------------- end-to-end mode
 
 
-def end_to_end_callable(model_fn: Callable[[Tensor], Any] | None, images: Sequence[np.ndarray], size: tuple[int, int],
-                        mean: Sequence[float], std: Sequence[float], settings: RunSettings,
-                        labels_fn: Callable[[Tensor, tuple[int, int]], Tensor] | None = None) -> Callable[[], Any]:
+def end_to_end_callable(labels_fn: Callable[[Tensor, tuple[int, int]], Tensor], images: Sequence[np.ndarray],
+                        size: tuple[int, int], mean: Sequence[float], std: Sequence[float], settings: RunSettings
+                        ) -> Callable[[], Any]:
     """A callable running one image (cycling through ``images``) through the whole inference path.
 
     Inside the timer: resize of the decoded RGB uint8 image to ``size`` (OpenCV, bilinear), float
     conversion and normalisation (:func:`spxseg.data.transforms.preprocess_image`, as in evaluation
-    and ``Segmenter``), host-to-device copy, the forward, bilinear resize of the class
-    scores back to the original resolution, argmax, and the device-to-host copy of the label map
-    (which also synchronises). Outside the timer: reading and decoding the files. With ``labels_fn``
-    (a :class:`LabelMap`), the forward, resize and argmax are its one call at the original size instead.
+    and ``Segmenter``), host-to-device copy, ``labels_fn(x, original size)`` (the forward and the label map
+    at the original resolution: :func:`labels_from_scores` for a model's class scores, or a
+    :class:`LabelMap`), and the device-to-host copy of the label map (which also synchronises). Outside the
+    timer: reading and decoding the files.
     """
     from spxseg.data.transforms import preprocess_image
 
@@ -175,15 +175,20 @@ def end_to_end_callable(model_fn: Callable[[Tensor], Any] | None, images: Sequen
         if settings.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), settings.autocast():
-            if labels_fn is not None:
-                pred = labels_fn(x, orig)[0].to(torch.uint8)
-            else:
-                scores = model_fn(x)
-                scores = F.interpolate(scores.float(), size=orig, mode="bilinear", align_corners=False)
-                pred = scores.argmax(1)[0].to(torch.uint8)
+            pred = labels_fn(x, orig)[0].to(torch.uint8)
         return pred.cpu().numpy()
 
     return run
+
+
+def labels_from_scores(scores_fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor, tuple[int, int]], Tensor]:
+    """``(x, size) -> labels``: the class scores of ``scores_fn(x)`` resized bilinearly to ``size``, then argmax."""
+
+    def labels(x: Tensor, size: tuple[int, int]) -> Tensor:
+        scores = F.interpolate(scores_fn(x).float(), size=size, mode="bilinear", align_corners=False)
+        return scores.argmax(1)
+
+    return labels
 
 
 def scores_of(output: Any) -> Tensor:
