@@ -110,9 +110,7 @@ class SuperpixelModel(nn.Module):
         """
         height, width = images.shape[-2:]
         coarse = self.coarse(images)
-        # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
-        probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
-        probs = probs[:, :, :height, :width]
+        probs = self._full_probs(coarse, height, width)
         if torch.is_grad_enabled():  # a user's own loss (nll_loss's backward) needs the documented NCHW layout
             probs = probs.contiguous()
         return SegOutput(
@@ -137,8 +135,7 @@ class SuperpixelModel(nn.Module):
         out_h, out_w = (height, width) if size is None else (int(size[0]), int(size[1]))
         coarse = self.coarse(images)
         if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
-            probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
-            probs = probs[:, :, :height, :width]
+            probs = self._full_probs(coarse, height, width)
             if (out_h, out_w) != (height, width):
                 probs = F.interpolate(probs, size=(out_h, out_w), mode="bilinear", align_corners=False)
             labels = probs.argmax(1)
@@ -153,6 +150,13 @@ class SuperpixelModel(nn.Module):
             if (out_h, out_w) != (height, width):
                 ids = F.interpolate(ids[:, None].float(), size=(out_h, out_w), mode="nearest")[:, 0].long()
         return Prediction(labels, ids)
+
+    @staticmethod
+    def _full_probs(coarse: CoarseOutput, height: int, width: int) -> Tensor:
+        """The stride-s probabilities resized to the padded input and cropped to the image: (B, K, H, W)."""
+        # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
+        probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
+        return probs[:, :, :height, :width]
 
     def coarse(self, images: Tensor) -> CoarseOutput:
         """Everything up to the class probabilities at stride s: what ``forward`` and ``predict`` share (and
