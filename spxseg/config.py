@@ -71,6 +71,10 @@ class LossConfig:
     # pixel loss over the hardest fraction of the labelled pixels of a batch (OHEM-style); 1.0 = all of
     # them. Applies to every architecture, so the peers can be given the same loss.
     hard_pixel_fraction: float = 1.0
+    # one weight per class for every loss term (pixel, superpixel, reconstruction; the peers' cross-entropy),
+    # so rare classes count more; None = all 1. tools/dataset_info.py --class-weights prints ENet's
+    # 1 / ln(1.02 + class frequency) for a config's train split, scaled to a pixel-weighted mean of 1
+    class_weights: list[float] | None = None
     ignore_index: int = 255
 
 

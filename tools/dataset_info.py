@@ -1,6 +1,10 @@
 """Sanity-check a dataset before training: images per split and the class pixel histogram.
 
     python tools/dataset_info.py --config configs/synthetic/spx_r18.yaml [--opts data.root=... ...]
+    python tools/dataset_info.py --config configs/camvid/spx_lite0_base.yaml --splits train --class-weights
+
+``--class-weights`` also prints ENet's class weights of the first split's histogram as the
+``model.loss.class_weights`` line to paste into a config.
 
 Labels are read without augmentation (train ids, 255 = ignore). The synthetic set is
 generated first when the config asks for it (``data.synthetic.generate``).
@@ -18,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spxseg.config import load_config  # noqa: E402
 from spxseg.data import build_dataset, ensure_synthetic  # noqa: E402
+from spxseg.models.loss import enet_class_weights  # noqa: E402
 
 
 def histogram(ds, max_images: int | None, desc: str) -> np.ndarray:
@@ -41,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         "--splits", nargs="*", default=["train", "val"], help="splits to inspect (train val test)"
     )
     ap.add_argument("--max-images", type=int, default=None, help="histogram over at most N images per split")
+    ap.add_argument("--class-weights", action="store_true",
+                    help="print ENet class weights 1/ln(1.02 + frequency) of the first split (normally train)")
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.opts)
     print(f"dataset: {cfg.data.dataset}  root: {cfg.data.root}")
@@ -79,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
         absent = [names[c] for c in range(len(names)) if counts[c] == 0]
         if absent and len(absent) < len(names):
             print(f"{s}: {len(absent)} classes have no pixels: {', '.join(absent)}")
+    if args.class_weights:
+        split = splits[0]
+        weights = enet_class_weights(results[split][1][: len(names)])
+        print(f"\nENet class weights of {split} (pixel-weighted mean 1), for the config:")
+        print("model:\n  loss:\n    class_weights: [" + ", ".join(f"{w:.3f}" for w in weights) + "]")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def build_model(cfg: Any = None) -> nn.Module:
     segmentation-models-pytorch decoders on the same backbone (:mod:`spxseg.models.peer_decoders`).
     """
     cfg = model_config(cfg if cfg is not None else {})
-    check_loss_config(cfg.loss)
+    check_loss_config(cfg.loss, cfg.num_classes)
     if cfg.architecture == "spx":
         return SuperpixelModel(cfg)
     if cfg.architecture in PEER_ARCHITECTURES:

@@ -4,6 +4,7 @@ optional label reconstruction through the association (SSN) and hard-pixel (OHEM
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -61,13 +62,40 @@ class LossTerms:
         return torch.stack([self.total, self.pixel, self.superpixel, rec]).detach()
 
 
-def check_loss_config(cfg: LossConfig) -> None:
+def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     """Raise ``ValueError`` naming the ``model.loss.*`` value that cannot train."""
     if not 0.0 < cfg.hard_pixel_fraction <= 1.0:
         raise ValueError(f"model.loss.hard_pixel_fraction must be in (0, 1], got {cfg.hard_pixel_fraction}")
     for key in ("superpixel_weight", "reconstruction_weight"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.class_weights is not None:
+        if len(cfg.class_weights) != num_classes:
+            raise ValueError(f"model.loss.class_weights has {len(cfg.class_weights)} values, model.num_classes is "
+                             f"{num_classes}: give one weight per class (tools/dataset_info.py --class-weights)")
+        bad = [w for w in cfg.class_weights if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise ValueError(f"model.loss.class_weights must be finite and > 0, got {bad[0]}")
+
+
+def enet_class_weights(counts: Sequence[int] | Tensor, c: float = 1.02) -> list[float]:
+    """ENet's class weights ``1 / ln(c + p_k)`` (Paszke et al., 2016) from labelled pixel counts per class,
+    scaled so that their pixel-weighted mean ``sum_k p_k w_k`` is 1 (a loss keeps its scale; only the
+    classes' shares change). With c = 1.02 no two weights are more than ln(2.02) / ln(1.02) ~ 36x apart,
+    where inverse frequencies have no bound. A class with no pixel gets the largest weight."""
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.ndim != 1 or counts.sum() <= 0:
+        raise ValueError(f"class pixel counts must be a 1-d sequence with labelled pixels, got {counts.tolist()}")
+    freq = counts / counts.sum()
+    weights = 1.0 / torch.log(c + freq)
+    return (weights / (freq * weights).sum()).tolist()
+
+
+def class_weight_tensor(cfg: LossConfig, like: Tensor) -> Tensor | None:
+    """``cfg.class_weights`` as a tensor of ``like``'s dtype and device, or None when unweighted."""
+    if cfg.class_weights is None:
+        return None
+    return torch.tensor(cfg.class_weights, dtype=like.dtype, device=like.device)
 
 
 def pixel_mean(per_pixel: Tensor, labels: Tensor, cfg: LossConfig) -> Tensor:
@@ -83,7 +111,7 @@ def pixel_mean(per_pixel: Tensor, labels: Tensor, cfg: LossConfig) -> Tensor:
 
 
 def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int,
-                        ignore_index: int = 255) -> Tensor:
+                        ignore_index: int = 255, class_weights: Tensor | None = None) -> Tensor:
     """SSN's label reconstruction: how well the superpixels, as the association cuts them, carry the labels.
 
     The one-hot labels at the stride-s pixel centres are pooled into superpixel histograms through the
@@ -95,21 +123,25 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
     Args:
         assoc: (B, 9, h, w) association at stride s over the padded grid, float32.
         labels: (B, H, W) train ids.
+        class_weights: (K,) weight of each pixel's term by its class, or None.
     Returns:
-        scalar loss (0 when no pixel is labelled).
+        scalar loss: the (weighted) sum over the labelled pixels / their number (0 when none).
     """
     hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index)  # (B, Gh, Gw, K)
     recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
     small = labels_at_stride(labels, stride, assoc.shape[-2:], ignore_index)
     labelled = (small != ignore_index).sum().clamp_min(1)
-    nll = F.nll_loss(recon.clamp_min(1e-8).log(), small, ignore_index=ignore_index, reduction="sum")
+    nll = F.nll_loss(recon.clamp_min(1e-8).log(), small, weight=class_weights, ignore_index=ignore_index,
+                     reduction="sum")
     return nll / labelled
 
 
 def segmentation_loss(
     out: SegOutput, labels: Tensor, cfg: LossConfig, stride: int
 ) -> LossTerms:
-    """Pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy.
+    """Pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy (+ the reconstruction).
+    With ``cfg.class_weights`` each pixel's term is scaled by its class's weight and each superpixel's
+    cross-entropy ``-sum_k w_k t_k log p_k``; means stay over pixels / superpixels, not over weights.
 
     Args:
         out: model output for images (B, 3, H, W).
@@ -124,7 +156,9 @@ def segmentation_loss(
     log_probs = out.probs.float().clamp_min(1e-8).log().contiguous()
     # a crop with no labelled pixel (possible with batch 1 per GPU) gives 0, not the NaN of nll_loss's
     # "mean" (that would stop training)
-    per_pixel = F.nll_loss(log_probs, labels.contiguous(), ignore_index=cfg.ignore_index, reduction="none")
+    weights = class_weight_tensor(cfg, log_probs)
+    per_pixel = F.nll_loss(log_probs, labels.contiguous(), weight=weights, ignore_index=cfg.ignore_index,
+                           reduction="none")
     pixel = pixel_mean(per_pixel, labels, cfg)
     total, superpixel, reconstruction = pixel, torch.zeros_like(pixel), None
     num_classes, gh = out.sp_logits.shape[1], out.sp_logits.shape[2]
@@ -133,12 +167,15 @@ def segmentation_loss(
         with torch.no_grad():
             target, mass = superpixel_targets(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index)
         sp_log_probs = out.sp_logits.float().permute(0, 2, 3, 1).log_softmax(-1)  # (B, Gh, Gw, K)
+        if weights is not None:
+            target = target * weights
         per_sp = -(target * sp_log_probs).sum(-1)
         has_labels = (mass > 1e-3).to(per_sp.dtype)  # skip superpixels with no labelled mass
         superpixel = (per_sp * has_labels).sum() / has_labels.sum().clamp_min(1.0)
         total = total + cfg.superpixel_weight * superpixel
     if cfg.reconstruction_weight > 0:
-        reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index)
+        reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
+                                             weights)
         total = total + cfg.reconstruction_weight * reconstruction
     return LossTerms(total, pixel, superpixel, reconstruction)
 
@@ -149,8 +186,9 @@ def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> Los
         raise ValueError(
             f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.logits.shape[-2:])} differ in size"
         )
-    per_pixel = F.cross_entropy(out.logits.float().contiguous(), labels.contiguous(), ignore_index=cfg.ignore_index,
-                                reduction="none")
+    logits = out.logits.float().contiguous()
+    per_pixel = F.cross_entropy(logits, labels.contiguous(), weight=class_weight_tensor(cfg, logits),
+                                ignore_index=cfg.ignore_index, reduction="none")
     pixel = pixel_mean(per_pixel, labels, cfg)
     return LossTerms(pixel, pixel, torch.zeros_like(pixel))
 
