@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -59,3 +60,25 @@ def test_dataset_info_camvid_shared(capsys: pytest.CaptureFixture, load_tool, ca
     out = capsys.readouterr().out
     assert "train: 367 images" in out and "val: 101 images" in out
     assert len([ln for ln in out.splitlines() if re.match(r"^\s*\d+  ", ln)]) == 12
+
+
+def test_dataset_info_prints_class_weights(tmp_path: Path, capsys: pytest.CaptureFixture, load_tool,
+                                           make_camvid) -> None:
+    from spxseg.config import load_config
+    from spxseg.data import build_dataset
+    from spxseg.models.loss import enet_class_weights
+
+    make_camvid(tmp_path / "camvid", "train", n=3)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {{dataset: camvid, root: {tmp_path / 'camvid'}}}\nmodel: {{num_classes: 11}}\n")
+    load_tool("dataset_info").main(["--config", str(cfg), "--splits", "train", "--class-weights"])
+    out = capsys.readouterr().out
+    line = re.search(r"class_weights: \[(.*)\]", out)
+    assert line, out
+    printed = [float(v) for v in line.group(1).split(",")]
+    ds = build_dataset(load_config(str(cfg)).data, "train")
+    counts = sum(np.bincount(ds.load_label(i).ravel(), minlength=256) for i in range(len(ds)))[:11]
+    assert printed == pytest.approx(enet_class_weights(counts), abs=5e-4)  # printed to 3 decimals
+    # the printed line is a config that builds
+    from spxseg.models import build_model
+    build_model({"num_classes": 11, "backbone": {"name": "resnet18"}, "loss": {"class_weights": printed}})

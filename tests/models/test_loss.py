@@ -1,4 +1,5 @@
-"""The loss options: label reconstruction through the association (SSN) and hard-pixel averaging (OHEM)."""
+"""The loss options: label reconstruction through the association (SSN), hard-pixel averaging (OHEM) and class
+weights."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import torch.nn.functional as F
 
 from spxseg.config import LossConfig
 from spxseg.models import build_model, model_loss
-from spxseg.models.loss import pixel_mean, reconstruction_loss
+from spxseg.models import superpixel_ops as ops
+from spxseg.models.loss import (
+    enet_class_weights,
+    pixel_mean,
+    reconstruction_loss,
+    segmentation_loss,
+    superpixel_targets,
+)
 
 TINY = {"num_classes": 4, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
@@ -96,7 +104,72 @@ def test_loss_options_reach_the_total(architecture) -> None:
     ("hard_pixel_fraction", 0.0, "hard_pixel_fraction must be in"),
     ("hard_pixel_fraction", 1.5, "hard_pixel_fraction must be in"),
     ("reconstruction_weight", -1.0, "reconstruction_weight must be >= 0"),
+    ("class_weights", [1.0, 2.0, 3.0], "class_weights has 3 values, model.num_classes is 4"),
+    ("class_weights", [1.0, 0.0, 1.0, 1.0], "class_weights must be finite and > 0, got 0.0"),
 ])
 def test_bad_loss_values_are_named(key, value, message) -> None:
     with pytest.raises(ValueError, match=f"model.loss.{message}"):
         build_model({**TINY, "loss": {key: value}})
+
+
+def test_class_weights_scale_every_term_as_written() -> None:
+    """Each term against its plain formulation: pixel ``mean_i w[y_i] (-log P_i[y_i])``, superpixel
+    ``mean_j -sum_k w_k t_jk log p_jk``, reconstruction ``sum_i w[y_i] (-log Y'_i[y_i]) / #labelled``
+    (a float64 model; the loss itself computes in float32)."""
+    torch.manual_seed(0)
+    model = build_model({**TINY, "loss": {"reconstruction_weight": 1.0}}).double().eval()
+    x, labels = torch.randn(2, 3, 64, 64, dtype=torch.float64), torch.randint(0, 4, (2, 64, 64))
+    labels[0, :10] = 255
+    weights = [0.5, 1.0, 2.0, 4.0]
+    with torch.no_grad():
+        out = model(x)
+    w = torch.tensor(weights, dtype=torch.float64)
+    weighted = segmentation_loss(out, labels, LossConfig(class_weights=weights, reconstruction_weight=1.0), 4)
+    plain = segmentation_loss(out, labels, LossConfig(reconstruction_weight=1.0), 4)
+
+    labelled = labels != 255
+    safe = torch.where(labelled, labels, 0)
+    nll = -out.probs.clamp_min(1e-8).log().gather(1, safe[:, None])[:, 0]
+    assert weighted.pixel.item() == pytest.approx((w[safe] * nll)[labelled].mean().item(), rel=1e-6)
+
+    target, mass = superpixel_targets(out.assoc, labels, 4, stride=4, cell=4)
+    log_p = out.sp_logits.permute(0, 2, 3, 1).log_softmax(-1)
+    per_sp = -(w * target * log_p).sum(-1)[mass > 1e-3]
+    assert weighted.superpixel.item() == pytest.approx(per_sp.mean().item(), rel=1e-6)
+
+    small = labels[:, 2::4, 2::4]  # the stride-4 pixel centres (64 = 16 * 4: no padding)
+    recon = ops.project(out.assoc, target.permute(0, 3, 1, 2))
+    ok = small != 255
+    rec_nll = -recon.clamp_min(1e-8).log().gather(1, torch.where(ok, small, 0)[:, None])[:, 0]
+    assert weighted.reconstruction.item() == pytest.approx((w[torch.where(ok, small, 0)] * rec_nll)[ok].mean().item(),
+                                                           rel=1e-6)
+    # all-ones weights are the unweighted loss
+    ones = segmentation_loss(out, labels, LossConfig(class_weights=[1.0] * 4, reconstruction_weight=1.0), 4)
+    assert ones.total.item() == pytest.approx(plain.total.item(), rel=1e-12)
+
+
+def test_class_weights_reach_the_peers_cross_entropy() -> None:
+    pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    weights = [0.5, 1.0, 2.0, 4.0]
+    model = build_model({"architecture": "fpn", "num_classes": 4, "backbone": {"name": "resnet18"},
+                         "loss": {"class_weights": weights}})
+    x, labels = torch.randn(1, 3, 64, 64), torch.randint(0, 4, (1, 64, 64))
+    out = model(x)
+    terms = model_loss(out, labels, model.cfg)
+    per_pixel = F.cross_entropy(out.logits, labels, reduction="none")
+    expected = (torch.tensor(weights)[labels] * per_pixel).mean()
+    assert terms.total.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_enet_class_weights() -> None:
+    counts = [700, 200, 90, 10, 0]
+    weights = enet_class_weights(counts)
+    freq = torch.tensor(counts, dtype=torch.float64) / 1000
+    raw = 1 / torch.log(1.02 + freq)
+    assert weights == pytest.approx((raw / (freq * raw).sum()).tolist(), rel=1e-12)
+    assert float((freq * torch.tensor(weights, dtype=torch.float64)).sum()) == pytest.approx(1.0)  # keeps the scale
+    assert weights == sorted(weights)  # rarer classes weigh more; an absent class the most
+    assert max(weights) / min(weights) < math.log(2.02) / math.log(1.02)
+    with pytest.raises(ValueError, match="class pixel counts"):
+        enet_class_weights([0, 0, 0])
