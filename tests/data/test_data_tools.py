@@ -82,3 +82,18 @@ def test_dataset_info_prints_class_weights(tmp_path: Path, capsys: pytest.Captur
     # the printed line is a config that builds
     from spxseg.models import build_model
     build_model({"num_classes": 11, "backbone": {"name": "resnet18"}, "loss": {"class_weights": printed}})
+
+
+def test_dataset_info_class_weights_need_labelled_pixels(tmp_path: Path, capsys: pytest.CaptureFixture, load_tool,
+                                                         make_camvid) -> None:
+    import cv2
+
+    make_camvid(tmp_path / "camvid", "train", n=2)
+    for path in (tmp_path / "camvid" / "trainannot").glob("*.png"):  # every pixel void (11)
+        cv2.imwrite(str(path), np.full((24, 32), 11, np.uint8))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"data: {{dataset: camvid, root: {tmp_path / 'camvid'}}}\n")
+    with pytest.raises(SystemExit) as err:
+        load_tool("dataset_info").main(["--config", str(cfg), "--splits", "train", "--class-weights"])
+    assert err.value.code == 2
+    assert "train has no labelled pixel" in capsys.readouterr().err
