@@ -88,11 +88,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{s}: {len(absent)} classes have no pixels: {', '.join(absent)}")
     if args.class_weights:
         split = splits[0]
-        counts = results[split][1][: len(names)]
-        if counts.sum() == 0:
+        try:
+            weights = enet_class_weights(results[split][1][: len(names)])
+        except ValueError:  # no labelled pixel in the split
             print(f"error: --class-weights: {split} has no labelled pixel to weigh the classes by", file=sys.stderr)
             sys.exit(2)
-        weights = enet_class_weights(counts)
         print(f"\nENet class weights of {split} (pixel-weighted mean 1), for the config:")
         print("model:\n  loss:\n    class_weights: [" + ", ".join(f"{w:.3f}" for w in weights) + "]")
 
