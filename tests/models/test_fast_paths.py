@@ -28,7 +28,7 @@ from spxseg.models.tokenizer_reference import reference_tokenizer
 )
 def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
     torch.manual_seed(0)
-    tok = SuperpixelTokenizer(32, iters=2, heads=heads, dual_path=dual_path, cell=3,
+    tok = SuperpixelTokenizer(32, iters=3, heads=heads, dual_path=dual_path, cell=3,
                               position_bias=position_bias).double()
     if position_bias:  # a trained table, not only the prior it starts from
         with torch.no_grad():
@@ -41,7 +41,7 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
     valid = torch.ones(2, 3, 4, 1, 9, dtype=torch.float64)
     if padded:
         valid[:, -1, :, :, 3:] = 0
-    sp, assoc, out_pix = tok(pix, valid if padded else None)
+    sp, assoc, out_pix = tok(pix, valid if padded else None, return_pixels=True)
     ref_sp, ref_assoc, ref_pix = reference_tokenizer(tok, pix, valid)
     torch.testing.assert_close(sp, ref_sp)
     torch.testing.assert_close(assoc.double(), ref_assoc)
@@ -49,6 +49,28 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
     if not padded:  # the reference's own default: no mask means every pixel is an image pixel
         for got, want in zip(reference_tokenizer(tok, pix), (ref_sp, ref_assoc, ref_pix), strict=True):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_dual_path_gradients_match_reference():
+    """Training differentiates the dual path's superpixel-side form (pixels never updated in place), so its
+    gradients for the weights and the input pixels must be the plain formulation's."""
+    torch.manual_seed(0)
+    tok = SuperpixelTokenizer(16, iters=3, heads=2, dual_path=True, cell=2).double()
+    pix = torch.randn(1, 3, 3, 4, 16, dtype=torch.float64, requires_grad=True)
+    valid = torch.ones(1, 3, 3, 1, 4, dtype=torch.float64)
+    valid[:, -1, :, :, 2:] = 0
+    weights = torch.randn(3, 3, 16, dtype=torch.float64), torch.randn(3, 3, 9, 4, dtype=torch.float64)
+
+    def grads(outputs):
+        sp, assoc = outputs[:2]
+        loss = (sp * weights[0]).sum() + (assoc.double() * weights[1]).sum()
+        return torch.autograd.grad(loss, [pix, *tok.parameters()], allow_unused=True)
+
+    for got, want in zip(grads(tok(pix, valid)), grads(reference_tokenizer(tok, pix, valid)), strict=True):
+        if want is None:
+            assert got is None
+        else:
+            torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("fuse_conv", ["separable", "full"])
