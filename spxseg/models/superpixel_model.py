@@ -172,7 +172,7 @@ class SuperpixelModel(nn.Module):
         pix = ops.to_cells(pix, self.cell)  # (B, Gh, Gw, n, C)
         # validity of the stride-s pixels: only needed (and only computed) when the input was padded
         valid = self._valid_cells(height, width, h, w, images).expand(b, -1, -1, -1, -1) if pad_h or pad_w else None
-        sp, assoc, _ = self.tokenizer(pix, valid)  # assoc (B, Gh, Gw, 9, n)
+        sp, assoc, pix = self.tokenizer(pix, valid)  # assoc (B, Gh, Gw, 9, n)
         coords = self._pixel_coords(height, width, h, w, images)
         # assoc is float32 (float64 for float64 models); keep what is pooled or projected through it in
         # that precision even under autocast: bf16 centroids are off by pixels, bf16 probabilities do not sum to 1

@@ -53,7 +53,7 @@ class SuperpixelTokenizer(nn.Module):
         if channels % heads:
             raise ValueError(f"model.tokenizer.heads={heads} must divide model.channels={channels}")
         self.channels, self.heads, self.dual_path = channels, heads, dual_path
-        # pixel-side query and value, shared by all iterations: computed once (the dual path moves it, see forward)
+        # pixel-side query and value, shared by all iterations: computed once unless dual path
         self.pix_qv = nn.Linear(channels, 2 * channels)
         self.query_norm = nn.LayerNorm(channels // heads)
         self.iterations = nn.ModuleList(TokenizerIteration(channels, heads, ffn_ratio, dual_path) for _ in range(iters))
@@ -141,22 +141,17 @@ class SuperpixelTokenizer(nn.Module):
             logits = logits + self.position_bias.to(acc)
         return logits.softmax(-2)
 
-    def _pooled_values(
-        self, assoc: Tensor, pix: Tensor, valid: Tensor | None, sent_back: list[SentBack], eps: float = 1e-6
-    ) -> Tensor:
+    def _pooled_values(self, assoc: Tensor, pix: Tensor, valid: Tensor | None, eps: float = 1e-6) -> Tensor:
         """Per-head association-weighted mean of the pixel values ``Wv F``: (B, Gh, Gw, heads, d).
 
         The value projection is linear and the pool is a weighted mean, so ``pool(A, Wv F + b) = (Wv
         pool_sum(A, F) + b * mass) / (mass + eps)`` exactly: pooling the C-channel features first and
-        projecting the (few) superpixels afterwards never materialises the pixel-sized values. With the
-        dual path, ``F = F0 + sum_s A_s^T R_s`` (see :meth:`_sent_back`), so ``A F = A F0 + sum_s (A A_s^T) R_s``:
-        per cell an (heads*9, n) x (n, heads*9) product and a small matmul, instead of the updated pixels.
+        projecting the (few) superpixels afterwards never materialises the pixel-sized values.
 
         Args:
             assoc: (B, Gh, Gw, heads, 9, n), float32.
-            pix: (B, Gh, Gw, n, C), the tokenizer's input F0.
+            pix: (B, Gh, Gw, n, C).
             valid: (B, Gh, Gw, 1, 1, n) or None when there is no padding.
-            sent_back: the dual path's earlier updates of the pixels (empty without it).
         """
         b, gh, gw, heads, _, n = assoc.shape
         c = self.channels
@@ -164,12 +159,7 @@ class SuperpixelTokenizer(nn.Module):
         if valid is not None:
             assoc = assoc * valid
         # (heads * 9, n) @ (n, C) per cell: what each cell sends each neighbour, for every head at once
-        rows = assoc.flatten(3, 4).to(pix.dtype)
-        sent = (rows @ pix).flatten(0, 2)  # (B*Gh*Gw, heads*9, C)
-        for update in sent_back:
-            mixed = (rows @ update.assoc.transpose(-1, -2)).flatten(0, 2)  # (B*Gh*Gw, heads*9, 9*heads)
-            sent = torch.baddbmm(sent, mixed, update.pixel_rows.flatten(0, 2))
-        sent = sent.view(b, gh, gw, heads, 9, c)
+        sent = (assoc.flatten(3, 4).to(pix.dtype) @ pix).view(b, gh, gw, heads, 9, c)
         total = ops.fold_neighbors(sent.transpose(3, 4))  # (B, Gh, Gw, heads, C)
         mass = ops.fold_neighbors(assoc.sum(-1).transpose(3, 4)).unsqueeze(-1)  # (B, Gh, Gw, heads, 1), float32
         weight = self.pix_qv.weight[c:].view(heads, d, c)
@@ -178,67 +168,19 @@ class SuperpixelTokenizer(nn.Module):
         # normalise in float32: bf16 masses are too coarse
         return ((values.to(mass.dtype) + bias.to(mass.dtype) * mass) / (mass + eps)).to(values.dtype)
 
-    def _sent_back(self, sp: Tensor, assoc: Tensor, it: TokenizerIteration) -> SentBack:
-        """The dual path's pixel update ``F <- F + Wp project(A, Wsv S) + bp`` as per-cell rows: ``A^T R``.
-
-        Pixel p of a cell receives ``sum_(h, j) A_h[p, j] Wp[:, h] (Wsv S_(n_j))_h + bp``. Each head's
-        association sums to 1 over the 9 neighbours, so the bias rides on the rows (``bp / heads`` each)
-        and the update is exactly ``A^T R`` with A the (heads*9, n) association and R (heads*9, C) the
-        neighbours' rows ``Wp[:, h] (Wsv S)_h + bp / heads``, computed per superpixel (C² per head) and
-        gathered. The same rows through the query projection move the pixel query without touching the
-        pixels: ``Wq F`` changes by ``A^T (R Wq^T)``. At cell 4, C=128 this is ~10x fewer FLOPs than
-        updating and projecting the pixels, and writes nothing pixel-sized but the moved query.
-        """
-        b, gh, gw, c = sp.shape
-        heads, d = self.heads, c // self.heads
-        values = it.sp_value(sp).unflatten(-1, (heads, d))  # (B, Gh, Gw, heads, d)
-        out_weight = it.pix_out.weight.view(c, heads, d).to(values.dtype)
-        rows = torch.einsum("bxyhd,chd->bxyhc", values, out_weight) + it.pix_out.bias.to(values.dtype) / heads
-        weight = self.pix_qv.weight[:c].view(heads, d, c)
-        w_mean = weight.mean(1)  # the per-head mean of the query, as a projection (heads, C)
-        centred = (weight - w_mean.unsqueeze(1)).reshape(c, c)
-
-        def neighbour_rows(per_sp: Tensor) -> Tensor:
-            """(B, Gh, Gw, heads, W) -> (B, Gh, Gw, 9*heads, W), rows (neighbour, head): a view of the gather."""
-            return ops.gather_neighbors(per_sp.flatten(3)).view(b, gh, gw, 9 * heads, per_sp.shape[-1])
-
-        # the association in the same (neighbour, head) row order: a copy of the small (heads*9, n) blocks,
-        # not of the (9*heads, C) rows
-        assoc_rows = assoc.transpose(3, 4).flatten(3, 4).to(rows.dtype)
-        return SentBack(
-            assoc_rows,
-            neighbour_rows(rows),
-            neighbour_rows(F.linear(rows, centred.to(rows.dtype))),
-            neighbour_rows(F.linear(rows, w_mean.to(rows.dtype))),
-        )
-
-    @staticmethod
-    def _moved_query(query: PixelQuery, update: SentBack, heads: int) -> PixelQuery:
-        """The pixel query of the updated pixels, from the old one and the update's query rows."""
-        centred = torch.baddbmm(
-            query.centred.flatten(0, 2), update.query_rows.transpose(-1, -2).flatten(0, 2), update.assoc.flatten(0, 2)
-        ).view(query.centred.shape)  # (B, Gh, Gw, C, n)
-        mean = query.mean + (update.mean_rows.transpose(-1, -2) @ update.assoc).to(query.mean.dtype)
-        d = centred.shape[-2] // heads
-        var = centred.unflatten(-2, (heads, d)).to(query.var.dtype).square().mean(-2)  # (B, Gh, Gw, heads, n)
-        return PixelQuery(centred, mean, var)
-
-    def forward(
-        self, pix: Tensor, valid: Tensor | None = None, return_pixels: bool = False
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    def forward(self, pix: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Run the tokenizer.
 
         Args:
             pix: (B, Gh, Gw, n, C) pixel features in cell layout.
             valid: (B, Gh, Gw, 1, n) 1 for image pixels, 0 for padding; None when nothing is padded.
-            return_pixels: also return the pixel features (with the dual path, this writes the updated
-                ones, which the model itself never needs).
         Returns:
             superpixels (B, Gh, Gw, C); the final association, neighbour-major (B, Gh, Gw, 9, n),
             float32 (padding pixels still have a distribution: mask them before pooling); and the pixel
-            features (B, Gh, Gw, n, C), updated when ``dual_path``, or None unless ``return_pixels``.
+            features (B, Gh, Gw, n, C), updated when ``dual_path``.
         """
         b, gh, gw, n, c = pix.shape
+        heads = self.heads
         grid_valid = ops.neighbor_valid(gh, gw, pix.device)
         # initial superpixels: mean of the image pixels of each cell
         if valid is None:
@@ -247,20 +189,20 @@ class SuperpixelTokenizer(nn.Module):
             sp = (valid.to(pix.dtype) @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
         valid_heads = None if valid is None else valid.unsqueeze(3)  # (B, Gh, Gw, 1, 1, n)
         query = self._pixel_query(pix)
-        sent_back: list[SentBack] = []  # dual path: the pixels are pix + sum of A^T R over these
-        for it in self.iterations:
+        for i, it in enumerate(self.iterations):
+            if self.dual_path and i > 0:
+                query = self._pixel_query(pix)
             assoc = self._head_assoc(query, sp, it, grid_valid)  # (B, Gh, Gw, heads, 9, n)
-            sp = sp + it.out(self._pooled_values(assoc, pix, valid_heads, sent_back).flatten(3).to(sp.dtype))
+            sp = sp + it.out(self._pooled_values(assoc, pix, valid_heads).flatten(3).to(sp.dtype))
             sp = sp + it.ffn(it.ffn_norm(sp))
             if self.dual_path:
-                sent_back.append(self._sent_back(sp, assoc, it))
-                query = self._moved_query(query, sent_back[-1], self.heads)
-        final = self._final_assoc(query, sp, grid_valid)
-        if not return_pixels:
-            return sp, final, None
-        for update in sent_back:
-            pix = pix + ops.project_cells(update.assoc, update.pixel_rows)
-        return sp, final, pix
+                # superpixels -> pixels: (n, heads*9) @ block-diagonal (heads*9, C) lands in (n, C) directly
+                sp_value = _block_diagonal(ops.gather_neighbors(it.sp_value(sp)), heads).flatten(3, 4)
+                back = ops.project_cells(assoc.flatten(3, 4).to(sp_value.dtype), sp_value)  # (B, Gh, Gw, n, C)
+                pix = pix + it.pix_out(back)
+        if self.dual_path:
+            query = self._pixel_query(pix)
+        return sp, self._final_assoc(query, sp, grid_valid), pix
 
 
 def distance_prior(cell: int) -> Tensor:
@@ -291,16 +233,17 @@ class PixelQuery(NamedTuple):
     var: Tensor
 
 
-class SentBack(NamedTuple):
-    """One dual-path update of the pixels, ``F <- F + A^T R`` per cell (:meth:`SuperpixelTokenizer._sent_back`).
+def _block_diagonal(neighbors: Tensor, heads: int) -> Tensor:
+    """(B, Gh, Gw, 9, C) -> (B, Gh, Gw, heads, 9, C): row (h, j) keeps head h's channels of neighbour j.
 
-    assoc: (B, Gh, Gw, 9*heads, n) the iteration's association, rows (neighbour, head).
-    pixel_rows: (B, Gh, Gw, 9*heads, C) R, what each row sends the pixels (bias included).
-    query_rows: (B, Gh, Gw, 9*heads, C) R through the centred query projection.
-    mean_rows: (B, Gh, Gw, 9*heads, heads) R through the per-head mean of the query projection.
+    The other heads' channels are zero, so one matmul of these rows with the pixels (C, n) gives every
+    head's dot products, and one matmul of an association (n, heads*9) with them gives every head's
+    values in the interleaved (n, C) layout. Costs ``heads`` times the FLOPs of the per-head products,
+    on superpixel-sized operands, and saves transposing pixel-sized tensors into head-major copies.
     """
-
-    assoc: Tensor
-    pixel_rows: Tensor
-    query_rows: Tensor
-    mean_rows: Tensor
+    if heads == 1:
+        return neighbors.unsqueeze(3)
+    *lead, nine, c = neighbors.shape
+    eye = torch.eye(heads, device=neighbors.device, dtype=neighbors.dtype)
+    per_head = neighbors.view(*lead, 1, nine, heads, c // heads) * eye.view(heads, 1, heads, 1)
+    return per_head.flatten(-2)

@@ -41,7 +41,7 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
     valid = torch.ones(2, 3, 4, 1, 9, dtype=torch.float64)
     if padded:
         valid[:, -1, :, :, 3:] = 0
-    sp, assoc, out_pix = tok(pix, valid if padded else None, return_pixels=True)
+    sp, assoc, out_pix = tok(pix, valid if padded else None)
     ref_sp, ref_assoc, ref_pix = reference_tokenizer(tok, pix, valid)
     torch.testing.assert_close(sp, ref_sp)
     torch.testing.assert_close(assoc.double(), ref_assoc)
@@ -52,8 +52,9 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
 
 
 def test_dual_path_gradients_match_reference():
-    """Training differentiates the dual path's superpixel-side form (pixels never updated in place), so its
-    gradients for the weights and the input pixels must be the plain formulation's."""
+    """Training differentiates the fast path (normalised queries never written, pools before the value
+    projection, the dual path's block-diagonal products): its gradients for the weights and the input
+    pixels must be the plain formulation's."""
     torch.manual_seed(0)
     tok = SuperpixelTokenizer(16, iters=3, heads=2, dual_path=True, cell=2).double()
     pix = torch.randn(1, 3, 3, 4, 16, dtype=torch.float64, requires_grad=True)
