@@ -51,7 +51,7 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_dual_path_gradients_match_reference():
+def test_tokenizer_gradients_match_reference():
     """Training differentiates the fast path (normalised queries never written, pools before the value
     projection, the dual path's block-diagonal products): its gradients for the weights and the input
     pixels must be the plain formulation's."""
