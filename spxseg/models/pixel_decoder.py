@@ -14,8 +14,8 @@ class PixelDecoder(nn.Module):
     only one upsampling happens at the full stride-``s`` size. The 3x3 conv is depthwise-separable
     by default (``fuse_conv: separable``): at stride 4 with C=128 a dense 3x3 conv costs about twice the
     rest of the decoder (CamVid, Lite0, 360x480, one CPU thread: 48 ms against 12-24). ``full`` gives the
-    dense one, which the CamVid configs use: +0.5 val mIoU at stride 4 and +1.1 at stride 8 (where it costs
-    2-3 ms), and much faster convergence (benchmarks/README.md).
+    dense one: on CamVid +0.5 val mIoU at stride 4 (for 33 ms: not worth it there) and +1.1 at stride 8,
+    where it costs 3.5 ms (the light config uses it), and much faster convergence (benchmarks/README.md).
 
     Speed: everything runs channels-last (NHWC), whatever the backbone's memory format: each 1x1
     projection is one GEMM that reads the stage map in place and accumulates onto the upsampled
