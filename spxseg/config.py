@@ -71,6 +71,11 @@ class LossConfig:
     # pixel loss over the hardest fraction of the labelled pixels of a batch (OHEM-style); 1.0 = all of
     # them. Applies to every architecture, so the peers can be given the same loss.
     hard_pixel_fraction: float = 1.0
+    # training-only dense cross-entropy of a 1x1 classifier on the stride-s pixel features (deep supervision,
+    # as PSPNet's auxiliary loss): dense per-pixel gradient into the pixel decoder and the backbone, which
+    # otherwise learn only through the superpixels. The classifier is not used at inference; 0 = off (and
+    # not built). Ours only.
+    aux_pixel_weight: float = 0.0
     # one weight per class for every loss term (pixel, superpixel, reconstruction; the peers' cross-entropy),
     # so rare classes count more; None = all 1. tools/dataset_info.py --class-weights prints ENet's
     # 1 / ln(1.02 + class frequency) for a config's train split, scaled to a pixel-weighted mean of 1

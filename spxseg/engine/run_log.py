@@ -69,7 +69,7 @@ class LossWindow:
     start: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
-        self.terms = torch.zeros(4, device=self.device)
+        self.terms = torch.zeros(5, device=self.device)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
 
     def add(self, terms: torch.Tensor, data_time: float) -> None:
@@ -83,7 +83,7 @@ class LossWindow:
         mean = du.all_reduce_mean(self.terms / self.iters).tolist()
         record = {
             "iter": iteration, "loss": mean[0], "loss_pixel": mean[1], "loss_superpixel": mean[2],
-            "loss_reconstruction": mean[3],
+            "loss_reconstruction": mean[3], "loss_aux": mean[4],
             "lr": lr, "it_per_s": self.iters / (time.perf_counter() - self.start),
             "data_time": self.data_time / self.iters,
         }

@@ -233,11 +233,11 @@ def save_checkpoint(run: Run, is_best: bool = False) -> None:
 def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
     """One optimiser step over ``train.accum_steps`` micro-batches.
 
-    Returns the loss terms (total, pixel, superpixel) on the device, not synchronised, and the seconds
-    spent waiting for data.
+    Returns the loss terms (:meth:`~spxseg.models.loss.LossTerms.logged`) on the device, not synchronised,
+    and the seconds spent waiting for data.
     """
     tc, device = run.cfg.train, run.device
-    terms = torch.zeros(4, device=device)
+    terms = torch.zeros(5, device=device)
     data_time = 0.0
     for micro in range(tc.accum_steps):
         t0 = time.perf_counter()

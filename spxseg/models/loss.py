@@ -54,19 +54,21 @@ class LossTerms:
     pixel: Tensor
     superpixel: Tensor
     reconstruction: Tensor | None = None  # None = 0 (off, or a peer decoder)
+    aux: Tensor | None = None  # the auxiliary pixel classifier's cross-entropy; None = 0 (off)
 
     def logged(self) -> Tensor:
-        """(4,) detached total, pixel, superpixel and reconstruction terms, for the training log."""
+        """(5,) detached total, pixel, superpixel, reconstruction and auxiliary terms, for the training log."""
         zero = torch.zeros_like(self.total)
         rec = zero if self.reconstruction is None else self.reconstruction
-        return torch.stack([self.total, self.pixel, self.superpixel, rec]).detach()
+        aux = zero if self.aux is None else self.aux
+        return torch.stack([self.total, self.pixel, self.superpixel, rec, aux]).detach()
 
 
 def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     """Raise ``ValueError`` naming the ``model.loss.*`` value that cannot train."""
     if not 0.0 < cfg.hard_pixel_fraction <= 1.0:
         raise ValueError(f"model.loss.hard_pixel_fraction must be in (0, 1], got {cfg.hard_pixel_fraction}")
-    for key in ("superpixel_weight", "reconstruction_weight"):
+    for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.class_weights is not None:
@@ -136,10 +138,22 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
     return nll / labelled
 
 
+def aux_pixel_loss(aux_logits: Tensor, labels: Tensor, stride: int, ignore_index: int = 255,
+                   class_weights: Tensor | None = None) -> Tensor:
+    """Cross-entropy of the auxiliary pixel classifier (B, K, h, w) against the labels at the stride-s pixel
+    centres (the labels the reconstruction uses): mean over the labelled ones, 0 when there are none."""
+    small = labels_at_stride(labels, stride, aux_logits.shape[-2:], ignore_index)
+    labelled = (small != ignore_index).sum().clamp_min(1)
+    ce = F.cross_entropy(aux_logits.float().contiguous(), small, weight=class_weights, ignore_index=ignore_index,
+                         reduction="sum")
+    return ce / labelled
+
+
 def segmentation_loss(
     out: SegOutput, labels: Tensor, cfg: LossConfig, stride: int
 ) -> LossTerms:
-    """Pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy (+ the reconstruction).
+    """Pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy (+ the reconstruction,
+    + the auxiliary pixel classifier's cross-entropy when the model computed ``out.aux_logits``).
     With ``cfg.class_weights`` each pixel's term is scaled by its class's weight and each superpixel's
     cross-entropy ``-sum_k w_k t_k log p_k``; means stay over pixels / superpixels, not over weights.
 
@@ -177,7 +191,11 @@ def segmentation_loss(
         reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
                                              weights)
         total = total + cfg.reconstruction_weight * reconstruction
-    return LossTerms(total, pixel, superpixel, reconstruction)
+    aux = None
+    if cfg.aux_pixel_weight > 0 and out.aux_logits is not None:
+        aux = aux_pixel_loss(out.aux_logits, labels, stride, cfg.ignore_index, weights)
+        total = total + cfg.aux_pixel_weight * aux
+    return LossTerms(total, pixel, superpixel, reconstruction, aux)
 
 
 def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> LossTerms:

@@ -32,12 +32,15 @@ class SegOutput(NamedTuple):
         grid (h = Gh * cell, w = Gw * cell); ``project(assoc, sp_logits.softmax(1))`` gives the
         probabilities at stride s.
     superpixels: (B, H, W) int64 hard superpixel id (row-major index into the Gh x Gw grid).
+    aux_logits: (B, K, h, w) logits of the auxiliary pixel classifier at stride s (padded grid), in training
+        with ``model.loss.aux_pixel_weight`` > 0 only; None otherwise (it is a training signal, not a prediction).
     """
 
     probs: Tensor
     sp_logits: Tensor
     assoc: Tensor
     superpixels: Tensor
+    aux_logits: Tensor | None = None
 
 
 class Prediction(NamedTuple):
@@ -54,12 +57,13 @@ class Prediction(NamedTuple):
 class CoarseOutput(NamedTuple):
     """The model's output before any full-resolution map: probs (B, K, h, w) at stride s over the padded
     grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc (B, Gh, Gw, 9, n) in cell layout and
-    the padded input size (Hp, Wp) = (h * s, w * s)."""
+    the padded input size (Hp, Wp) = (h * s, w * s); aux_logits as in :class:`SegOutput`."""
 
     probs: Tensor
     sp_logits: Tensor
     assoc: Tensor
     padded: tuple[int, int]
+    aux_logits: Tensor | None = None
 
 
 class SuperpixelModel(nn.Module):
@@ -67,7 +71,9 @@ class SuperpixelModel(nn.Module):
 
     Submodules ``backbone``, ``pixel_decoder``, ``tokenizer``, ``transformer`` (the
     :class:`~spxseg.models.global_transformer.GlobalTransformer`) and ``classifier``; these attribute
-    names are the checkpoints' state-dict prefixes and the profiler's stage names.
+    names are the checkpoints' state-dict prefixes and the profiler's stage names. With
+    ``model.loss.aux_pixel_weight`` > 0 also ``aux_classifier``, a 1x1 conv on the pixel features that only
+    training runs.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -83,6 +89,7 @@ class SuperpixelModel(nn.Module):
         tr = cfg.transformer
         self.transformer = GlobalTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
+        self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
         # pad inputs to a multiple of the superpixel size and of the backbone's coarsest stride
         self.size_multiple = math.lcm(cfg.pixel_stride * cfg.cell, self.backbone.max_stride)
         self._init_head_weights()
@@ -118,6 +125,7 @@ class SuperpixelModel(nn.Module):
             sp_logits=coarse.sp_logits.permute(0, 3, 1, 2),
             assoc=ops.assoc_from_cells(coarse.assoc, self.cell),
             superpixels=self._hard_ids(coarse.assoc)[:, :height, :width],
+            aux_logits=coarse.aux_logits,
         )
 
     def predict(self, images: Tensor, superpixels: bool = False, size: tuple[int, int] | None = None
@@ -169,6 +177,7 @@ class SuperpixelModel(nn.Module):
         gh, gw = h // self.cell, w // self.cell
 
         pix = self.pixel_decoder(self.backbone(x), (h, w))  # (B, C, h, w), channels-last
+        aux_logits = self.aux_classifier(pix) if self.training and self.aux_classifier is not None else None
         pix = ops.to_cells(pix, self.cell)  # (B, Gh, Gw, n, C)
         # validity of the stride-s pixels: only needed (and only computed) when the input was padded
         valid = self._valid_cells(height, width, h, w, images).expand(b, -1, -1, -1, -1) if pad_h or pad_w else None
@@ -184,7 +193,7 @@ class SuperpixelModel(nn.Module):
             sp_probs = sp_logits.to(assoc.dtype).softmax(-1)
             probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
         probs = _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)  # (B, K, h, w), channels-last in memory
-        return CoarseOutput(probs, sp_logits, assoc, tuple(x.shape[-2:]))
+        return CoarseOutput(probs, sp_logits, assoc, tuple(x.shape[-2:]), aux_logits)
 
     def _valid_cells(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
         """(1, Gh, Gw, 1, n): 1 where the stride-s pixel covers part of the image, 0 for padding."""

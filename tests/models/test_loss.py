@@ -80,20 +80,21 @@ def test_loss_options_reach_the_total(architecture) -> None:
         pytest.importorskip("segmentation_models_pytorch")
     torch.manual_seed(0)
     cfg = {**TINY, "architecture": architecture,
-           "loss": {"reconstruction_weight": 2.0, "hard_pixel_fraction": 0.5}}
+           "loss": {"reconstruction_weight": 2.0, "hard_pixel_fraction": 0.5, "aux_pixel_weight": 0.3}}
     model = build_model(cfg if architecture == "spx" else {k: v for k, v in cfg.items() if k in
                                                            ("architecture", "num_classes", "backbone", "loss")})
     x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     out = model(x)
     terms = model_loss(out, labels, model.cfg)
     logged = terms.logged()
-    assert logged.shape == (4,) and not logged.requires_grad
+    assert logged.shape == (5,) and not logged.requires_grad
     if architecture == "spx":
         assert terms.reconstruction is not None and terms.reconstruction > 0
-        expected = terms.pixel + 0.5 * terms.superpixel + 2.0 * terms.reconstruction
+        assert terms.aux is not None and terms.aux > 0 and logged[4] == terms.aux
+        expected = terms.pixel + 0.5 * terms.superpixel + 2.0 * terms.reconstruction + 0.3 * terms.aux
         assert terms.total.item() == pytest.approx(expected.item(), rel=1e-6)
     else:  # peers have no association: the hard-pixel mean alone
-        assert terms.reconstruction is None and logged[3] == 0
+        assert terms.reconstruction is None and terms.aux is None and logged[3] == logged[4] == 0
         per_pixel = F.cross_entropy(out.logits, labels, reduction="none").flatten()
         top = per_pixel.sort(descending=True).values[: per_pixel.numel() // 2].mean()
         assert terms.total.item() == pytest.approx(top.item(), rel=1e-5)
@@ -173,3 +174,23 @@ def test_enet_class_weights() -> None:
     assert max(weights) / min(weights) < math.log(2.02) / math.log(1.02)
     with pytest.raises(ValueError, match="class pixel counts"):
         enet_class_weights([0, 0, 0])
+
+
+def test_aux_pixel_classifier_trains_only() -> None:
+    """The auxiliary classifier's loss is the plain cross-entropy at the stride-s pixel centres; eval mode
+    (and a model without the option) has no auxiliary output and no extra weights."""
+    torch.manual_seed(0)
+    model = build_model({**TINY, "loss": {"aux_pixel_weight": 0.4}})
+    x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    labels[0, :20] = 255
+    out = model(x)
+    assert out.aux_logits.shape == (2, TINY["num_classes"], 16, 16)
+    terms = model_loss(out, labels, model.cfg)
+    small = labels[:, 2::4, 2::4]  # stride 4: the pixel centres
+    expected = F.cross_entropy(out.aux_logits.double(), small, ignore_index=255)
+    assert terms.aux.item() == pytest.approx(expected.item(), rel=1e-6)
+    terms.total.backward()
+    assert model.aux_classifier.weight.grad.abs().sum() > 0
+    assert model.eval()(x).aux_logits is None
+    plain = build_model(TINY)
+    assert plain.aux_classifier is None and not any(k.startswith("aux") for k in plain.state_dict())
