@@ -3,12 +3,12 @@
 
     python benchmarks/superpixel_oracle.py --checkpoint work_dirs/camvid/spx_lite0_base/model.safetensors
 
-For every val image, the model's own association ``A*`` is kept and each superpixel's predicted class
-distribution is replaced by its true label histogram (the labels pooled through ``A*``, as the superpixel
-loss's target); projecting those back through ``A*`` and taking the argmax gives the *oracle* labels. Its
-per-class IoU is what perfect superpixel classification would reach with these superpixels: where the
-model is far below its oracle, the classifier is what fails; where the oracle itself is low, the
-superpixels (their size, their boundaries) are.
+For every val image (train image with ``--split train``), the model's own association ``A*`` is kept and each
+superpixel's predicted class distribution is replaced by its true label histogram (the labels pooled through
+``A*``, as the superpixel loss's target); projecting those back through ``A*`` and taking the argmax gives the
+*oracle* labels. Its per-class IoU is what perfect superpixel classification would reach with these
+superpixels: where the model is far below its oracle, the classifier is what fails; where the oracle itself is
+low, the superpixels (their size, their boundaries) are.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def oracle(checkpoint: str) -> dict:
+def oracle(checkpoint: str, split: str = "val") -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -36,7 +36,7 @@ def oracle(checkpoint: str) -> dict:
     if not has_superpixels(model):
         raise SystemExit(f"error: {checkpoint} is a {cfg.model.architecture} model: it has no superpixels")
     model.eval()
-    dataset = build_dataset(cfg.data, cfg.data.val_split, augment=False)
+    dataset = build_dataset(cfg.data, cfg.data.train_split if split == "train" else cfg.data.val_split, augment=False)
     names = list(dataset_class(cfg.data.dataset).class_names)
     k = cfg.model.num_classes
     own, best = SegEvaluator(k, names), SegEvaluator(k, names)
@@ -66,11 +66,14 @@ def oracle(checkpoint: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", action="append", required=True, help="our trained weights (repeatable)")
+    parser.add_argument("--split", choices=["val", "train"], default="val",
+                        help="the config's split to score (train: without augmentation, to tell under-fitting "
+                             "from generalisation)")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     args = parser.parse_args(argv)
     results = {}
     for path in args.checkpoint:
-        results[path] = oracle(path)
+        results[path] = oracle(path, args.split)
         for key, r in results[path].items():
             classes = " ".join(f"{c} {v:.1f}" for c, v in r["per_class_IoU"].items())
             print(f"{path} {key:6s} mIoU {r['mIoU']:.1f} | {classes}")
