@@ -51,6 +51,10 @@ class TokenizerConfig:
     # at SSN's distance prior (-squared distance to the neighbour's cell centre, in cells): the first
     # associations favour nearby superpixels instead of being near uniform over the 9
     position_bias: bool = False
+    # superpixel keys through the pixels' query projection and norm (Wk = Wq): the first association is a
+    # soft k-means on feature similarity (the superpixels start as their cells' mean features) instead of a
+    # random bilinear form, near uniform over the 9 neighbours
+    shared_qk: bool = False
 
 
 @dataclass

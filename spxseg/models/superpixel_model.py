@@ -85,7 +85,7 @@ class SuperpixelModel(nn.Module):
         self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.channels, cfg.fuse_conv)
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio,
-                                             cfg.cell, tok.position_bias)
+                                             cfg.cell, tok.position_bias, tok.shared_qk)
         tr = cfg.transformer
         self.transformer = GlobalTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)

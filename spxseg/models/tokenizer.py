@@ -23,10 +23,11 @@ from spxseg.models.layers import FeedForward
 class TokenizerIteration(nn.Module):
     """Superpixel-side weights of one iteration (pixel-side projections are shared)."""
 
-    def __init__(self, channels: int, heads: int, ffn_ratio: float, dual_path: bool) -> None:
+    def __init__(self, channels: int, heads: int, ffn_ratio: float, dual_path: bool, shared_qk: bool = False) -> None:
         super().__init__()
-        self.key = nn.Linear(channels, channels)
-        self.key_norm = nn.LayerNorm(channels // heads)  # per head, like the query
+        # superpixel key: its own projection and per-head norm, or (shared_qk) the pixels' query ones
+        self.key = None if shared_qk else nn.Linear(channels, channels)
+        self.key_norm = None if shared_qk else nn.LayerNorm(channels // heads)
         self.out = nn.Linear(channels, channels)
         self.ffn_norm = nn.LayerNorm(channels)
         self.ffn = FeedForward(channels, ffn_ratio)
@@ -43,25 +44,29 @@ class SuperpixelTokenizer(nn.Module):
         iters: T, number of local cross-attention iterations.
         heads: attention heads of the iterations (the final association is single-head).
         dual_path: also update the pixel features from the superpixels each iteration.
+        position_bias: a learned (9, n) logit bias on every association, started at SSN's distance prior.
+        shared_qk: superpixel keys through the pixel query's projection and norms (Wk = Wq): the
+            associations compare pixels and superpixels in one feature space, a soft k-means from the start.
     """
 
     def __init__(
         self, channels: int, iters: int = 3, heads: int = 2, dual_path: bool = False, ffn_ratio: float = 2.0,
-        cell: int | None = None, position_bias: bool = False,
+        cell: int | None = None, position_bias: bool = False, shared_qk: bool = False,
     ) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"model.tokenizer.heads={heads} must divide model.channels={channels}")
-        self.channels, self.heads, self.dual_path = channels, heads, dual_path
+        self.channels, self.heads, self.dual_path, self.shared_qk = channels, heads, dual_path, shared_qk
         # pixel-side query and value, shared by all iterations: computed once unless dual path
         self.pix_qv = nn.Linear(channels, 2 * channels)
         self.query_norm = nn.LayerNorm(channels // heads)
-        self.iterations = nn.ModuleList(TokenizerIteration(channels, heads, ffn_ratio, dual_path) for _ in range(iters))
+        self.iterations = nn.ModuleList(TokenizerIteration(channels, heads, ffn_ratio, dual_path, shared_qk)
+                                        for _ in range(iters))
         # single-head association used for the output projection; it reuses the pixel query
         # projection (one less dense matmul) with a norm of its own over all channels
         self.final_query_norm = nn.LayerNorm(channels)
-        self.final_key = nn.Linear(channels, channels)
-        self.final_key_norm = nn.LayerNorm(channels)
+        self.final_key = None if shared_qk else nn.Linear(channels, channels)
+        self.final_key_norm = None if shared_qk else nn.LayerNorm(channels)
         if position_bias and cell is None:
             raise ValueError("position_bias needs the cell size")
         # (9, n) logit bias shared by every association, see distance_prior
@@ -91,6 +96,27 @@ class SuperpixelTokenizer(nn.Module):
             centred.transpose(-1, -2).contiguous(), mean.transpose(-1, -2).to(acc), var.transpose(-1, -2)
         )
 
+    def _superpixel_query(self, sp: Tensor) -> Tensor:
+        """``Wq S + b``, the pixels' query projection applied to the superpixels (B, Gh, Gw, C): their keys with
+        ``shared_qk``."""
+        c = self.channels
+        return F.linear(sp, self.pix_qv.weight[:c], self.pix_qv.bias[:c])
+
+    def _head_key(self, sp: Tensor, it: TokenizerIteration) -> Tensor:
+        """Per-head normalised superpixel keys ``LN_h(Wk S)`` (B, Gh, Gw, heads, d); Wk = Wq and the query's
+        norm with ``shared_qk``."""
+        heads, d = self.heads, self.channels // self.heads
+        if self.shared_qk:
+            return self.query_norm(self._superpixel_query(sp).unflatten(-1, (heads, d)))
+        return it.key_norm(it.key(sp).unflatten(-1, (heads, d)))
+
+    def _final_key(self, sp: Tensor) -> Tensor:
+        """Normalised superpixel keys of the final association ``LN(Wk' S)`` (B, Gh, Gw, C); ``LN(Wq S)`` with
+        the final query norm with ``shared_qk``."""
+        if self.shared_qk:
+            return self.final_query_norm(self._superpixel_query(sp))
+        return self.final_key_norm(self.final_key(sp))
+
     def _head_assoc(self, query: PixelQuery, sp: Tensor, it: TokenizerIteration, grid_valid: Tensor) -> Tensor:
         """Multi-head association of every pixel with its 9 neighbours: (B, Gh, Gw, heads, 9, n), float32.
 
@@ -99,7 +125,7 @@ class SuperpixelTokenizer(nn.Module):
         b, gh, gw, c = sp.shape
         heads, d = self.heads, c // self.heads
         n = query.centred.shape[-1]
-        key = it.key_norm(it.key(sp).unflatten(-1, (heads, d)))  # (B, Gh, Gw, heads, d)
+        key = self._head_key(sp, it)  # (B, Gh, Gw, heads, d)
         scale = d**-0.5
         scaled = (key * (self.query_norm.weight * scale)).flatten(-2)  # gamma * k / sqrt(d)
         offset = (key * self.query_norm.bias).sum(-1) * scale  # <beta, k> / sqrt(d), (B, Gh, Gw, heads)
@@ -121,7 +147,7 @@ class SuperpixelTokenizer(nn.Module):
         c, heads = self.channels, self.heads
         d = c // heads
         norm = self.final_query_norm
-        key = self.final_key_norm(self.final_key(sp))  # (B, Gh, Gw, C)
+        key = self._final_key(sp)  # (B, Gh, Gw, C)
         g = key * (norm.weight * c**-0.5)
         head_sums = g.unflatten(-1, (heads, d)).sum(-1)  # (B, Gh, Gw, heads)
         offset = (key * norm.bias).sum(-1, keepdim=True) * c**-0.5

@@ -14,6 +14,8 @@ per head h of width d = C / heads, for T iterations,
 
 then the single-head final association ``softmax_j(<LN(Wq F)_p, LN(Wk' S)_{n_j(p)}> / sqrt(C))``. With
 ``position_bias``, every association's logits get ``+ B[j, p]`` (one learned (9, n) table) before the softmax.
+With ``shared_qk``, ``Wk = Wk' = Wq`` and the keys go through the query's norms: ``k = LN_h(Wq S)`` and
+``LN(Wq S)`` with the final query norm.
 Initial superpixels are the mean of each cell's image pixels; padding pixels are left out of every pool.
 
 Only tests call it (``tests/models/test_fast_paths.py``, in float64); it is not meant to be fast.
@@ -70,7 +72,10 @@ def reference_tokenizer(
     for i, it in enumerate(tok.iterations):
         if tok.dual_path and i > 0:  # the pixels changed: project them again
             raw, query, value = query_value(pix)
-        key = it.key_norm(it.key(sp).view(b, gh, gw, heads, d))  # (B, Gh, Gw, heads, d)
+        if tok.shared_qk:
+            key = tok.query_norm(tok.pix_qv(sp)[..., :c].view(b, gh, gw, heads, d))  # (B, Gh, Gw, heads, d)
+        else:
+            key = it.key_norm(it.key(sp).view(b, gh, gw, heads, d))
         key_nb = ops.gather_neighbors(key.flatten(3)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
         logits = ops.neighbor_logits_cells(query, key_nb, grid_valid)  # (B, Gh, Gw, heads, 9, n)
         assoc = (logits / math.sqrt(d) + bias).softmax(-2)  # over the 9 neighbours
@@ -85,7 +90,11 @@ def reference_tokenizer(
     if tok.dual_path:
         raw = tok.pix_qv(pix)[..., :c]
 
-    # final association: single head over all C channels, its own norms, the same query projection
-    final_key = ops.gather_neighbors(tok.final_key_norm(tok.final_key(sp)))  # (B, Gh, Gw, 9, C)
+    # final association: single head over all C channels, its own norms (the query's with shared_qk), the
+    # same query projection
+    if tok.shared_qk:
+        final_key = ops.gather_neighbors(tok.final_query_norm(tok.pix_qv(sp)[..., :c]))  # (B, Gh, Gw, 9, C)
+    else:
+        final_key = ops.gather_neighbors(tok.final_key_norm(tok.final_key(sp)))
     logits = ops.neighbor_logits_cells(tok.final_query_norm(raw), final_key, grid_valid)  # (B, Gh, Gw, 9, n)
     return sp, (logits / math.sqrt(c) + bias).softmax(-2), pix

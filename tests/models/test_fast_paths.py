@@ -22,14 +22,15 @@ from spxseg.models.tokenizer_reference import reference_tokenizer
 
 
 @pytest.mark.parametrize(
-    "heads, dual_path, padded, position_bias",
-    [(2, False, False, False), (2, False, True, False), (4, True, True, False), (1, False, False, False),
-     (2, False, True, True), (2, True, False, True)],
+    "heads, dual_path, padded, position_bias, shared_qk",
+    [(2, False, False, False, False), (2, False, True, False, False), (4, True, True, False, False),
+     (1, False, False, False, False), (2, False, True, True, False), (2, True, False, True, False),
+     (2, False, True, False, True), (4, True, False, False, True)],
 )
-def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
+def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias, shared_qk):
     torch.manual_seed(0)
     tok = SuperpixelTokenizer(32, iters=3, heads=heads, dual_path=dual_path, cell=3,
-                              position_bias=position_bias).double()
+                              position_bias=position_bias, shared_qk=shared_qk).double()
     if position_bias:  # a trained table, not only the prior it starts from
         with torch.no_grad():
             tok.position_bias.add_(torch.randn_like(tok.position_bias))
@@ -51,12 +52,13 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias):
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_tokenizer_gradients_match_reference():
+@pytest.mark.parametrize("shared_qk", [False, True])
+def test_tokenizer_gradients_match_reference(shared_qk):
     """Training differentiates the fast path (normalised queries never written, pools before the value
     projection, the dual path's block-diagonal products): its gradients for the weights and the input
     pixels must be the plain formulation's."""
     torch.manual_seed(0)
-    tok = SuperpixelTokenizer(16, iters=3, heads=2, dual_path=True, cell=2).double()
+    tok = SuperpixelTokenizer(16, iters=3, heads=2, dual_path=True, cell=2, shared_qk=shared_qk).double()
     pix = torch.randn(1, 3, 3, 4, 16, dtype=torch.float64, requires_grad=True)
     valid = torch.ones(1, 3, 3, 1, 4, dtype=torch.float64)
     valid[:, -1, :, :, 2:] = 0

@@ -218,3 +218,17 @@ def test_distance_prior_favours_the_own_cell_and_trains() -> None:
     out = model(torch.randn(1, 3, 64, 64))
     segmentation_loss(out, torch.randint(0, 3, (1, 64, 64)), model.cfg.loss, model.stride).total.backward()
     assert model.tokenizer.position_bias.grad.abs().sum() > 0
+
+
+def test_shared_qk_has_no_key_projections_and_every_weight_trains() -> None:
+    """``tokenizer.shared_qk``: the superpixel keys use the pixel query's weights, so the key layers are not
+    built (DDP would otherwise wait for their gradients), and every tokenizer weight still gets a gradient."""
+    torch.manual_seed(0)
+    model = build_model({"num_classes": 3, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
+                         "tokenizer": {"shared_qk": True}, "transformer": {"layers": 1, "dim": 32, "heads": 2}})
+    names = [name for name, _ in model.tokenizer.named_parameters()]
+    assert not any("key" in name for name in names), names
+    out = model(torch.randn(1, 3, 64, 64))
+    segmentation_loss(out, torch.randint(0, 3, (1, 64, 64)), model.cfg.loss, model.stride).total.backward()
+    no_grad = [name for name, p in model.tokenizer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, no_grad
