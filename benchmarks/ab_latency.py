@@ -50,11 +50,9 @@ def parse_variant(tokens: list[str], default_config: str | None) -> tuple[str, s
 def build_variant(config: str, overrides: list[str]):
     """The model of ``config`` + ``overrides`` on random weights, in eval mode."""
     from spxseg.config import load_config
-    from spxseg.models import build_model
+    from spxseg.engine.checkpoint import build_model_for_weights
 
-    cfg = load_config(config, overrides)
-    cfg.model.backbone.pretrained, cfg.model.backbone.checkpoint = False, None
-    return build_model(cfg.model).eval()
+    return build_model_for_weights(load_config(config, overrides).model).eval()
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -131,10 +131,16 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
     """
     hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index)  # (B, Gh, Gw, K)
     recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
-    small = labels_at_stride(labels, stride, assoc.shape[-2:], ignore_index)
+    return _nll_at_stride(recon.clamp_min(1e-8).log(), labels, stride, ignore_index, class_weights)
+
+
+def _nll_at_stride(log_probs: Tensor, labels: Tensor, stride: int, ignore_index: int,
+                   class_weights: Tensor | None) -> Tensor:
+    """NLL of stride-s log-probabilities (B, K, h, w) against the labels at the stride-s pixel centres: the
+    (weighted) sum over the labelled pixels / their number (0 when none)."""
+    small = labels_at_stride(labels, stride, log_probs.shape[-2:], ignore_index)
     labelled = (small != ignore_index).sum().clamp_min(1)
-    nll = F.nll_loss(recon.clamp_min(1e-8).log(), small, weight=class_weights, ignore_index=ignore_index,
-                     reduction="sum")
+    nll = F.nll_loss(log_probs, small, weight=class_weights, ignore_index=ignore_index, reduction="sum")
     return nll / labelled
 
 
@@ -142,11 +148,7 @@ def aux_pixel_loss(aux_logits: Tensor, labels: Tensor, stride: int, ignore_index
                    class_weights: Tensor | None = None) -> Tensor:
     """Cross-entropy of the auxiliary pixel classifier (B, K, h, w) against the labels at the stride-s pixel
     centres (the labels the reconstruction uses): mean over the labelled ones, 0 when there are none."""
-    small = labels_at_stride(labels, stride, aux_logits.shape[-2:], ignore_index)
-    labelled = (small != ignore_index).sum().clamp_min(1)
-    ce = F.cross_entropy(aux_logits.float().contiguous(), small, weight=class_weights, ignore_index=ignore_index,
-                         reduction="sum")
-    return ce / labelled
+    return _nll_at_stride(aux_logits.float().log_softmax(1), labels, stride, ignore_index, class_weights)
 
 
 def segmentation_loss(
