@@ -15,8 +15,11 @@ moved by 20-50% between separate runs even with nothing else running, while the 
 way were steady to a few per cent: compare options here, not across two profiler runs.
 
 ``--call predict`` (default) times the label map (``model.predict``: what a deployment runs), ``forward``
-the full output (probabilities at the input size, association, hard superpixel ids). Run it on a quiet
-machine, never beside a training.
+the full output (probabilities at the input size, association, hard superpixel ids). ``--decoder`` times
+what comes after the backbone: each variant's backbone runs once and its stage maps are replayed on every
+call, and the first variant's backbone alone (on the input padded as the model pads it) is timed in the
+same rounds, as the row ``backbone``; each variant's *x backbone* is then its decoder's share, the figure of
+a decoder budget such as "at most 0.3x the backbone". Run it on a quiet machine, never beside a training.
 """
 
 from __future__ import annotations
@@ -55,6 +58,24 @@ def build_variant(config: str, overrides: list[str]):
     return build_model_for_weights(load_config(config, overrides).model).eval()
 
 
+def replay_backbone(model, x):
+    """Make ``model.backbone`` return, from now on, its stage maps for ``x`` (padded as ``model.coarse`` pads
+    it), so that a call of the model costs only what comes after the backbone. Returns the backbone's own
+    call on that padded input, to time it alone."""
+    import torch
+    import torch.nn.functional as F
+
+    if not hasattr(model, "size_multiple"):
+        raise SystemExit(f"--decoder needs superpixel models (architecture: spx), got {type(model).__name__}")
+    m = model.size_multiple
+    padded = F.pad(x, (0, (-x.shape[-1]) % m, 0, (-x.shape[-2]) % m))
+    backbone_forward = model.backbone.forward
+    with torch.no_grad():
+        feats = backbone_forward(padded)
+    model.backbone.forward = lambda images: feats
+    return lambda: backbone_forward(padded)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -66,13 +87,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--iters", type=int, default=30, help="timed calls per variant, over all rounds")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--call", choices=["predict", "forward"], default="predict")
+    parser.add_argument("--decoder", action="store_true",
+                        help="time what comes after the backbone, against the backbone alone (see above)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
     variants = [parse_variant(tokens, args.config) for tokens in args.variant]
     labels = [label for label, _, _ in variants]
-    if len(set(labels)) != len(labels):
-        raise SystemExit(f"--variant labels must differ, got {labels}")
+    if len(set(labels)) != len(labels) or (args.decoder and "backbone" in labels):
+        raise SystemExit(f"--variant labels must differ (and not be 'backbone' with --decoder), got {labels}")
 
     import torch
 
@@ -84,26 +107,39 @@ def main(argv: list[str] | None = None) -> dict:
     models, fns = {}, {}
     for label, config, overrides in variants:
         model = models[label] = build_variant(config, overrides)
+        if args.decoder:
+            backbone_alone = replay_backbone(model, x)
+            fns.setdefault("backbone", backbone_alone)
         call = model.predict if args.call == "predict" else model
         fns[label] = lambda call=call: call(x)
     with torch.inference_mode():
         timings = time_interleaved(fns, "cpu", args.iters, warmup=1, rounds=args.rounds)
 
     ref = timings[labels[0]].median_ms
-    print(f"{args.call}, batch 1, fp32, {args.size[0]}x{args.size[1]}, {args.threads} thread(s), "
+    backbone_ms = timings["backbone"].median_ms if args.decoder else None
+    what = "after the backbone (its stage maps replayed)" if args.decoder else "whole model"
+    print(f"{args.call}, {what}, batch 1, fp32, {args.size[0]}x{args.size[1]}, {args.threads} thread(s), "
           f"{args.iters} calls each in {args.rounds} interleaved rounds "
           f"({platform.machine()}, torch {torch.__version__})")
-    print(f"{'variant':<16} {'median ms':>10} {'min ms':>8} {'p90 ms':>8} {'vs first':>9} {'params':>8}  "
-          "config / overrides")
+    if args.decoder:
+        t = timings["backbone"]
+        print(f"{'backbone':<16} {t.median_ms:>10.1f} {t.min_ms:>8.1f} {t.p90_ms:>8.1f}  (alone, of the first variant)")
+    print(f"{'variant':<16} {'median ms':>10} {'min ms':>8} {'p90 ms':>8} {'vs first':>9} "
+          f"{'x backbone ' if args.decoder else ''}{'params':>8}  config / overrides")
     rows = []
     for label, config, overrides in variants:
         t = timings[label]
         params = count_params(models[label])
+        share = f"{t.median_ms / backbone_ms:>10.3f} " if args.decoder else ""
         print(f"{label:<16} {t.median_ms:>10.1f} {t.min_ms:>8.1f} {t.p90_ms:>8.1f} {t.median_ms - ref:>+8.1f}  "
-              f"{params / 1e6:>6.2f} M  {config} {' '.join(overrides)}")
+              f"{share}{params / 1e6:>6.2f} M  {config} {' '.join(overrides)}")
         rows.append({"variant": label, "config": config, "overrides": overrides, "params": params, **t.summary()})
-    result = {"call": args.call, "size": args.size, "threads": args.threads, "rounds": args.rounds,
-              "machine": platform.machine(), "torch": torch.__version__, "variants": rows}
+        if args.decoder:
+            rows[-1]["x_backbone"] = t.median_ms / backbone_ms
+    result = {"call": args.call, "decoder_only": args.decoder, "size": args.size, "threads": args.threads,
+              "rounds": args.rounds, "machine": platform.machine(), "torch": torch.__version__, "variants": rows}
+    if args.decoder:
+        result["backbone"] = timings["backbone"].summary()
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -46,3 +46,30 @@ def test_variants_timed_with_their_overrides(ab, tmp_path, capsys):
     assert rows["dense"]["params"] - rows["separable"]["params"] == 32 * 32 * 9 - (32 * 9 + 32 * 32)
     assert all(row["iters"] == 2 and row["median_ms"] > 0 for row in rows.values())
     assert "dense" in capsys.readouterr().out
+
+
+def test_decoder_mode_replays_the_backbone_exactly(ab, tmp_path):
+    import torch
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY}))
+    torch.manual_seed(0)
+    model = ab.build_variant(str(config), [])
+    x = torch.randn(1, 3, 50, 70)  # not a multiple of the model's size: the replay must pad as the model does
+    with torch.no_grad():
+        expected = model.predict(x).labels
+        backbone_alone = ab.replay_backbone(model, x)
+        assert len(backbone_alone()) == len(model.backbone.channels)
+        assert torch.equal(model.predict(x).labels, expected)  # the replayed stage maps: the same labels
+        # whatever the input now, the backbone's output is the replayed one: only the decoder runs
+        other = model.predict(torch.randn_like(x)).labels
+        assert torch.equal(other, expected)
+
+    out = tmp_path / "ab.json"
+    ab.main(["--config", str(config), "--variant", "a", "--variant", "b", "model.transformer.layers=2",
+             "--size", "50", "70", "--iters", "2", "--rounds", "2", "--decoder", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert result["decoder_only"] and result["backbone"]["median_ms"] > 0
+    assert all(row["x_backbone"] > 0 for row in result["variants"])
+    with pytest.raises(SystemExit, match="not be 'backbone'"):
+        ab.main(["--config", str(config), "--variant", "backbone", "--variant", "b", "--decoder"])
