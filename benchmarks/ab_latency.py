@@ -63,12 +63,12 @@ def replay_backbone(model, x):
     it), so that a call of the model costs only what comes after the backbone. Returns the backbone's own
     call on that padded input, to time it alone."""
     import torch
-    import torch.nn.functional as F
 
-    if not hasattr(model, "size_multiple"):
+    from spxseg.models.superpixel_model import SuperpixelModel, pad_to_multiple
+
+    if not isinstance(model, SuperpixelModel):
         raise SystemExit(f"--decoder needs superpixel models (architecture: spx), got {type(model).__name__}")
-    m = model.size_multiple
-    padded = F.pad(x, (0, (-x.shape[-1]) % m, 0, (-x.shape[-2]) % m))
+    padded = pad_to_multiple(x, model.size_multiple)
     backbone_forward = model.backbone.forward
     with torch.no_grad():
         feats = backbone_forward(padded)

@@ -13,13 +13,12 @@ from __future__ import annotations
 import copy
 from typing import NamedTuple
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.config import ModelConfig
 from spxseg.models.backbone import check_backbone_name, freeze_bn_statistics
 from spxseg.models.resample_argmax import resample_argmax
-from spxseg.models.superpixel_model import Prediction
+from spxseg.models.superpixel_model import Prediction, pad_to_multiple
 from spxseg.models.weights import load_backbone_weights, load_weights_strict
 
 PEER_ARCHITECTURES = {"fpn": "FPN", "deeplabv3plus": "DeepLabV3Plus"}
@@ -83,10 +82,7 @@ class PeerModel(nn.Module):
     def forward(self, images: Tensor) -> DenseOutput:
         """images (B, 3, H, W), normalised, any H, W >= 32."""
         height, width = images.shape[-2:]
-        m = self.size_multiple
-        pad_h, pad_w = (-height) % m, (-width) % m
-        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-        logits = self.net(x)[:, :, :height, :width]
+        logits = self.net(pad_to_multiple(images, self.size_multiple))[:, :, :height, :width]
         return DenseOutput(probs=logits.float().softmax(1), logits=logits)
 
     def predict(self, images: Tensor, superpixels: bool = False, size: tuple[int, int] | None = None) -> Prediction:

@@ -170,10 +170,9 @@ class SuperpixelModel(nn.Module):
         """Everything up to the class probabilities at stride s: what ``forward`` and ``predict`` share (and
         what a custom head or a benchmark of the output stage starts from)."""
         b, _, height, width = images.shape
-        m = self.size_multiple
-        pad_h, pad_w = (-height) % m, (-width) % m
-        x = F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
-        h, w = (height + pad_h) // self.stride, (width + pad_w) // self.stride
+        x = pad_to_multiple(images, self.size_multiple)
+        pad_h, pad_w = x.shape[-2] - height, x.shape[-1] - width
+        h, w = x.shape[-2] // self.stride, x.shape[-1] // self.stride
         gh, gw = h // self.cell, w // self.cell
 
         pix = self.pixel_decoder(self.backbone(x), (h, w))  # (B, C, h, w), channels-last
@@ -221,6 +220,14 @@ class SuperpixelModel(nn.Module):
         b, h, w = ids.shape
         s = self.stride
         return ids[:, :, None, :, None].expand(b, h, s, w, s).reshape(b, h * s, w * s)
+
+
+def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
+    """Zero-pad images (B, 3, H, W) at the bottom and right to H, W multiples of ``multiple`` (a model's
+    ``size_multiple``); the input itself when they already are. Predictions are cropped back to (H, W)."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
 
 
 def _check_sizes(cfg: ModelConfig) -> None:
