@@ -98,6 +98,7 @@ class ModelConfig:
     cell: int = 8  # c: superpixel cell size in pixel-feature units
     channels: int = 128  # C: pixel feature width
     fuse_conv: str = "separable"  # pixel decoder's 3x3 conv: separable | full
+    fuse_layers: int = 1  # 3x3 conv-BN-ReLU layers at the end of the pixel decoder, each of kind fuse_conv
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     loss: LossConfig = field(default_factory=LossConfig)

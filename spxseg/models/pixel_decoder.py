@@ -24,19 +24,18 @@ class PixelDecoder(nn.Module):
     eval mode the BatchNorm is folded into the conv before it.
     """
 
-    def __init__(self, in_channels: list[int], channels: int, fuse_conv: str = "separable") -> None:
+    def __init__(self, in_channels: list[int], channels: int, fuse_conv: str = "separable", fuse_layers: int = 1
+                 ) -> None:
         super().__init__()
-        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        if fuse_conv == "separable":
-            conv = [
-                nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-                nn.Conv2d(channels, channels, 1, bias=False),
-            ]
-        elif fuse_conv == "full":
-            conv = [nn.Conv2d(channels, channels, 3, padding=1, bias=False)]
-        else:
+        if fuse_conv not in ("separable", "full"):
             raise ValueError(f"model.fuse_conv must be 'separable' or 'full', got {fuse_conv!r}")
-        self.fuse = nn.Sequential(*conv, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
+        if fuse_layers < 1:
+            raise ValueError(f"model.fuse_layers must be at least 1, got {fuse_layers}")
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        # fuse_layers > 1: more 3x3 conv-BN-ReLU blocks before ``fuse`` (kept as ``fuse`` so that checkpoints of
+        # one layer load unchanged)
+        self.pre_fuse = nn.ModuleList(_conv_bn_relu(channels, fuse_conv) for _ in range(fuse_layers - 1))
+        self.fuse = _conv_bn_relu(channels, fuse_conv)
 
     def forward(self, feats: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Stage maps (B, C_i, h_i, w_i), finest first -> pixel features (B, C, h, w) at ``size``, channels-last."""
@@ -48,10 +47,12 @@ class PixelDecoder(nn.Module):
             out = _project_add(feat, proj.weight, up)
         if out.shape[-2:] != tuple(size):
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        return self._fuse(out)
+        for block in self.pre_fuse:
+            out = self._conv_bn_relu(block, out)
+        return self._conv_bn_relu(self.fuse, out)
 
-    def _fuse(self, x: Tensor) -> Tensor:
-        *convs, bn, act = self.fuse
+    def _conv_bn_relu(self, block: nn.Sequential, x: Tensor) -> Tensor:
+        *convs, bn, act = block
         for conv in convs[:-1]:
             x = conv(x)
         last = convs[-1]
@@ -87,3 +88,15 @@ def _project_add(x: Tensor, weight: Tensor, acc: Tensor) -> Tensor:
     mat = weight.view(cout, cin).t().to(rows.dtype).expand(b, cin, cout)
     out = torch.baddbmm(acc_rows.to(rows.dtype), rows, mat)  # (B, h*w, Cout)
     return out.view(b, h, w, cout).permute(0, 3, 1, 2)
+
+
+def _conv_bn_relu(channels: int, kind: str) -> nn.Sequential:
+    """A 3x3 conv (depthwise-separable or dense), BatchNorm and ReLU, channels -> channels."""
+    if kind == "separable":
+        conv = [
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
+            nn.Conv2d(channels, channels, 1, bias=False),
+        ]
+    else:
+        conv = [nn.Conv2d(channels, channels, 3, padding=1, bias=False)]
+    return nn.Sequential(*conv, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))

@@ -76,16 +76,18 @@ def test_tokenizer_gradients_match_reference(shared_qk):
             torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("fuse_conv", ["separable", "full"])
+@pytest.mark.parametrize("fuse_conv,fuse_layers", [("separable", 1), ("full", 1), ("full", 2), ("separable", 3)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_pixel_decoder_matches_plain_convs(fuse_conv, channels_last):
+def test_pixel_decoder_matches_plain_convs(fuse_conv, fuse_layers, channels_last):
     torch.manual_seed(0)
-    dec = PixelDecoder([8, 16, 24], 12, fuse_conv).double()
-    bn = dec.fuse[-2]
-    bn.running_mean.normal_()
-    bn.running_var.uniform_(0.5, 2.0)
-    torch.nn.init.normal_(bn.weight)
-    torch.nn.init.normal_(bn.bias)
+    dec = PixelDecoder([8, 16, 24], 12, fuse_conv, fuse_layers).double()
+    assert len(dec.pre_fuse) == fuse_layers - 1
+    for block in [*dec.pre_fuse, dec.fuse]:
+        bn = block[-2]
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        torch.nn.init.normal_(bn.weight)
+        torch.nn.init.normal_(bn.bias)
     feats = [torch.randn(2, c, s, 2 * s, dtype=torch.float64) for c, s in ((8, 16), (16, 8), (24, 4))]
     if channels_last:
         feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
@@ -95,6 +97,8 @@ def test_pixel_decoder_matches_plain_convs(fuse_conv, channels_last):
     ref = dec.lateral[-1](feats[-1])
     for proj, feat in zip(dec.lateral[-2::-1], feats[-2::-1]):
         ref = proj(feat) + F.interpolate(ref, size=feat.shape[-2:], mode="bilinear", align_corners=False)
+    for block in dec.pre_fuse:
+        ref = block(ref)
     ref = dec.fuse(ref)
     torch.testing.assert_close(out, ref)
     dec.train()  # training runs the BatchNorm as a module (batch statistics)
