@@ -141,3 +141,10 @@ def test_fold_neighbors_compiled_path_matches_eager():
     contrib = torch.randn(2, 3, 5, 9, 4, 6)
     compiled = torch.compile(ops.fold_neighbors, backend="eager", fullgraph=True)  # traces the compile branch
     torch.testing.assert_close(compiled(contrib), ops.fold_neighbors(contrib))
+
+
+@pytest.mark.parametrize("kwargs,match", [({"fuse_conv": "dense"}, "model.fuse_conv"),
+                                          ({"fuse_layers": 0}, "model.fuse_layers")])
+def test_pixel_decoder_rejects_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PixelDecoder([8, 16], 12, **kwargs)
