@@ -1,17 +1,17 @@
 #!/usr/bin/env python
 """The CamVid study: our models against FPN and DeepLabV3+ on the same ImageNet Lite0 backbone.
 
-    python benchmarks/camvid_study.py                      # train + evaluate + time all four, update README
+    python benchmarks/camvid_study.py                      # train + evaluate + time all six, update README
     python benchmarks/camvid_study.py --skip-train         # re-time and re-tabulate finished trainings
     python benchmarks/camvid_study.py --gpu                # also time at 360x480 on CUDA (bf16, compiled)
 
-1. Trains the four models of ``configs/camvid/`` (``spx_lite0_base``, ``spx_lite0``, ``fpn_lite0``,
-   ``deeplabv3plus_lite0``: one CPU recipe, the same data, schedule and evaluator) with
+1. Trains the models of ``configs/camvid/`` (``MODELS``: ours at three sizes, FPN, FPN with our hard-pixel
+   loss, DeepLabV3+; one CPU recipe, the same data, schedule and evaluator) with
    ``tools/train.py``, ``--jobs`` at a time with ``--threads`` threads each (2 x 1 on a 2-core
    machine), each in ``WORK_ROOT/<model>`` with its log in ``train.log``. The final val
    evaluation (``metrics.json``) is what the table shows. Running the study again reuses finished
    trainings and resumes interrupted ones (their training time adds up over the processes).
-2. After every training has finished (never while one runs), times all four and the Lite0 backbone
+2. After every training has finished (never while one runs), times them all and the Lite0 backbone
    alone with the project's profiler (:func:`spxseg.benchmark.profile_models`: random
    weights, model only, batch 1, fp32, interleaved rounds) at ``--size`` (360x480), and counts
    parameters and GFLOPs.
@@ -35,9 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-MODELS = ("spx_lite0_base", "spx_lite0", "fpn_lite0", "deeplabv3plus_lite0")
+MODELS = ("spx_lite0_base", "spx_lite0_mid", "spx_lite0", "fpn_lite0", "fpn_lite0_ohem", "deeplabv3plus_lite0")
 LABELS = {
     "spx_lite0_base": "spxseg, default sizes",
+    "spx_lite0_mid": "spxseg, one transformer layer, dense fuse",
     "spx_lite0": "spxseg, light",
     "fpn_lite0": "FPN (smp)",
     "fpn_lite0_ohem": "FPN (smp), hardest 25% of pixels",
