@@ -8,14 +8,16 @@ from torch import Tensor, nn
 
 
 class PixelDecoder(nn.Module):
-    """1x1 projection of each stage, upsampled and summed down to stride ``s``, then one 3x3 conv-BN-ReLU.
+    """1x1 projection of each stage, upsampled and summed down to stride ``s``, then 3x3 conv-BN-ReLU layers
+    (one by default; ``fuse_layers``).
 
     The sum runs top-down (coarsest first, upsampling the running sum to the next stage's size), so
     only one upsampling happens at the full stride-``s`` size. The 3x3 conv is depthwise-separable
     by default (``fuse_conv: separable``): at stride 4 with C=128 a dense 3x3 conv costs about twice the
     rest of the decoder (CamVid, Lite0, 360x480, one CPU thread: 48 ms against 12-24). ``full`` gives the
-    dense one: on CamVid +0.5 val mIoU at stride 4 (for 33 ms: not worth it there) and +1.1 at stride 8,
-    where it costs 3.5 ms (the light config uses it), and much faster convergence (benchmarks/README.md).
+    dense one: on CamVid +0.5 val mIoU at stride 4 for 33 ms (the mid config pays for it with three transformer
+    layers fewer) and +1.1 at stride 8, where it costs 3.5 ms (the light config), and much faster convergence. A
+    second dense layer (``fuse_layers: 2``) gave +0.2, within seed noise, for 48 ms (benchmarks/README.md).
 
     Speed: everything runs channels-last (NHWC), whatever the backbone's memory format: each 1x1
     projection is one GEMM that reads the stage map in place and accumulates onto the upsampled
@@ -32,8 +34,8 @@ class PixelDecoder(nn.Module):
         if fuse_layers < 1:
             raise ValueError(f"model.fuse_layers must be at least 1, got {fuse_layers}")
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        # fuse_layers > 1: more 3x3 conv-BN-ReLU blocks before ``fuse`` (kept as ``fuse`` so that checkpoints of
-        # one layer load unchanged)
+        # fuse_layers > 1: the extra blocks run before ``fuse``, which stays the last one so that the state-dict
+        # keys of one-layer checkpoints do not change
         self.pre_fuse = nn.ModuleList(_conv_bn_relu(channels, fuse_conv) for _ in range(fuse_layers - 1))
         self.fuse = _conv_bn_relu(channels, fuse_conv)
 
