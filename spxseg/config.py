@@ -98,7 +98,9 @@ class ModelConfig:
     cell: int = 8  # c: superpixel cell size in pixel-feature units
     channels: int = 128  # C: pixel feature width
     fuse_conv: str = "separable"  # pixel decoder's 3x3 conv: separable | full
-    fuse_layers: int = 1  # 3x3 conv-BN-ReLU layers at the end of the pixel decoder, each of kind fuse_conv
+    # 3x3 conv-BN-ReLU layers at the end of the pixel decoder, each of kind fuse_conv. CamVid study (spx_lite0_mid):
+    # a second dense one gave 60.1 against 59.8 / 60.0, within seed noise, for 48 ms at 360x480: 1 in every config
+    fuse_layers: int = 1
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
