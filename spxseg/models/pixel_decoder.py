@@ -49,11 +49,12 @@ class PixelDecoder(nn.Module):
             out = _project_add(feat, proj.weight, up)
         if out.shape[-2:] != tuple(size):
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        for block in self.pre_fuse:
-            out = self._conv_bn_relu(block, out)
-        return self._conv_bn_relu(self.fuse, out)
+        for block in [*self.pre_fuse, self.fuse]:
+            out = self._run_block(block, out)
+        return out
 
-    def _conv_bn_relu(self, block: nn.Sequential, x: Tensor) -> Tensor:
+    def _run_block(self, block: nn.Sequential, x: Tensor) -> Tensor:
+        """One block of :func:`_conv_bn_relu` on x (B, C, h, w); in eval mode with its BatchNorm folded."""
         *convs, bn, act = block
         for conv in convs[:-1]:
             x = conv(x)
