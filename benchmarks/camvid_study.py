@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 MODELS = ("spx_lite0_base", "spx_lite0_mid", "spx_lite0", "fpn_lite0", "fpn_lite0_ohem", "deeplabv3plus_lite0")
 LABELS = {
     "spx_lite0_base": "spxseg, default sizes",
-    "spx_lite0_mid": "spxseg, one transformer layer, dense fuse",
+    "spx_lite0_mid": "spxseg, one transformer layer, dense fuse, cell 3",
     "spx_lite0": "spxseg, light",
     "fpn_lite0": "FPN (smp)",
     "fpn_lite0_ohem": "FPN (smp), hardest 25% of pixels",

@@ -73,6 +73,25 @@ def test_padding_is_masked(model):
     assert torch.equal(grid, expected)
 
 
+def test_a_cell_that_does_not_divide_the_backbone_stride() -> None:
+    """Cell 3 (configs/camvid/spx_lite0_mid.yaml): inputs are padded to lcm(4 * 3, 32) = 96, the padding is
+    masked, the probabilities still sum to 1 and the lean labels are the full path's."""
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "cell": 3}).double().eval()
+    assert model.size_multiple == 96
+    x = torch.randn(1, 3, 90, 100, dtype=torch.float64)  # padded to 96x192: a 24x48 stride-4 map, 8x16 cells
+    with torch.no_grad():
+        out = model(x)
+        labels = model.predict(x).labels
+    assert out.sp_logits.shape == (1, 5, 8, 16) and out.assoc.shape == (1, 9, 24, 48)
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(1, 90, 100, dtype=torch.float64))
+    assert torch.equal(labels, out.probs.argmax(1))
+    valid = ops.from_cells(model._valid_cells(90, 100, 24, 48, x).transpose(-1, -2), 3)[0, 0]
+    expected = torch.zeros(24, 48, dtype=torch.float64)
+    expected[:23, :25] = 1  # rows 0..22 start inside 90 px (22 * 4 = 88), columns 0..24 inside 100
+    assert torch.equal(valid, expected)
+
+
 def test_pixel_loss_is_the_mean_over_labelled_pixels_and_zero_without_any(model):
     images = torch.randn(2, 3, 64, 64)
     out = model(images)
