@@ -41,7 +41,7 @@ LABELS = {
     "spx_lite0_mid": "spxseg, one transformer layer, dense fuse, cell 3",
     "spx_lite0": "spxseg, light",
     "fpn_lite0": "FPN (smp)",
-    "fpn_lite0_ohem": "FPN (smp), hardest 25% of pixels",
+    "fpn_lite0_ohem": "FPN (smp), hardest 10% of pixels",
     "deeplabv3plus_lite0": "DeepLabV3+ (smp)",
 }
 BACKBONE = "backbone (Lite0 alone)"
