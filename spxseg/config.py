@@ -76,6 +76,9 @@ class LossConfig:
     # pixel loss over the hardest fraction of the labelled pixels of a batch (OHEM-style); 1.0 = all of
     # them. Applies to every architecture, so the peers can be given the same loss.
     hard_pixel_fraction: float = 1.0
+    # the reconstruction averaged over its worst-reconstructed fraction of the labelled pixels (the thin
+    # structures and boundaries the superpixels cut wrong) instead of all of them; 1.0 = all. Ours only
+    reconstruction_hard_fraction: float = 1.0
     # training-only dense cross-entropy of a 1x1 classifier on the stride-s pixel features (deep supervision,
     # as PSPNet's auxiliary loss): dense per-pixel gradient into the pixel decoder and the backbone, which
     # otherwise learn only through the superpixels. The classifier is not used at inference; 0 = off (and

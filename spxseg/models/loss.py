@@ -66,8 +66,9 @@ class LossTerms:
 
 def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     """Raise ``ValueError`` naming the ``model.loss.*`` value that cannot train."""
-    if not 0.0 < cfg.hard_pixel_fraction <= 1.0:
-        raise ValueError(f"model.loss.hard_pixel_fraction must be in (0, 1], got {cfg.hard_pixel_fraction}")
+    for key in ("hard_pixel_fraction", "reconstruction_hard_fraction"):
+        if not 0.0 < getattr(cfg, key) <= 1.0:
+            raise ValueError(f"model.loss.{key} must be in (0, 1], got {getattr(cfg, key)}")
     for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
@@ -104,16 +105,22 @@ def pixel_mean(per_pixel: Tensor, labels: Tensor, cfg: LossConfig) -> Tensor:
     """Mean of per-pixel losses (B, H, W) over the labelled pixels, or over their hardest
     ``cfg.hard_pixel_fraction`` (OHEM-style: the rest get no gradient). 0, not NaN, with no labelled pixel,
     and, at fraction 1, nothing waits for the device."""
-    labelled = labels != cfg.ignore_index
-    if cfg.hard_pixel_fraction >= 1.0:
+    return hardest_mean(per_pixel, labels != cfg.ignore_index, cfg.hard_pixel_fraction)
+
+
+def hardest_mean(per_pixel: Tensor, labelled: Tensor, fraction: float) -> Tensor:
+    """Mean of the per-pixel losses where ``labelled`` (both (B, H, W)) over their largest ``fraction``
+    (all of them at 1); 0 with no labelled pixel."""
+    if fraction >= 1.0:
         return (per_pixel * labelled).sum() / labelled.sum().clamp_min(1)
     losses = per_pixel[labelled]  # data-dependent size: one host sync per step, like any OHEM
-    keep = max(1, math.ceil(cfg.hard_pixel_fraction * losses.numel())) if losses.numel() else 0
+    keep = max(1, math.ceil(fraction * losses.numel())) if losses.numel() else 0
     return losses.topk(keep, sorted=False).values.sum() / max(keep, 1)
 
 
 def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int,
-                        ignore_index: int = 255, class_weights: Tensor | None = None) -> Tensor:
+                        ignore_index: int = 255, class_weights: Tensor | None = None, hard_fraction: float = 1.0
+                        ) -> Tensor:
     """SSN's label reconstruction: how well the superpixels, as the association cuts them, carry the labels.
 
     The one-hot labels at the stride-s pixel centres are pooled into superpixel histograms through the
@@ -126,19 +133,24 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
         assoc: (B, 9, h, w) association at stride s over the padded grid, float32.
         labels: (B, H, W) train ids.
         class_weights: (K,) weight of each pixel's term by its class, or None.
+        hard_fraction: average over the worst-reconstructed fraction of the labelled pixels only (the thin
+            structures and boundaries a superpixel cuts wrong); 1 = all of them.
     Returns:
-        scalar loss: the (weighted) sum over the labelled pixels / their number (0 when none).
+        scalar loss: the (weighted) sum over the (hardest) labelled pixels / their number (0 when none).
     """
     hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index)  # (B, Gh, Gw, K)
     recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
-    return _nll_at_stride(recon.clamp_min(1e-8).log(), labels, stride, ignore_index, class_weights)
+    return _nll_at_stride(recon.clamp_min(1e-8).log(), labels, stride, ignore_index, class_weights, hard_fraction)
 
 
 def _nll_at_stride(log_probs: Tensor, labels: Tensor, stride: int, ignore_index: int,
-                   class_weights: Tensor | None) -> Tensor:
+                   class_weights: Tensor | None, hard_fraction: float = 1.0) -> Tensor:
     """NLL of stride-s log-probabilities (B, K, h, w) against the labels at the stride-s pixel centres: the
-    (weighted) sum over the labelled pixels / their number (0 when none)."""
+    (weighted) sum over the labelled pixels, or their hardest ``hard_fraction``, / their number (0 when none)."""
     small = labels_at_stride(labels, stride, log_probs.shape[-2:], ignore_index)
+    if hard_fraction < 1.0:
+        per_pixel = F.nll_loss(log_probs, small, weight=class_weights, ignore_index=ignore_index, reduction="none")
+        return hardest_mean(per_pixel, small != ignore_index, hard_fraction)
     labelled = (small != ignore_index).sum().clamp_min(1)
     nll = F.nll_loss(log_probs, small, weight=class_weights, ignore_index=ignore_index, reduction="sum")
     return nll / labelled
@@ -191,7 +203,7 @@ def segmentation_loss(
         total = total + cfg.superpixel_weight * superpixel
     if cfg.reconstruction_weight > 0:
         reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
-                                             weights)
+                                             weights, cfg.reconstruction_hard_fraction)
         total = total + cfg.reconstruction_weight * reconstruction
     aux = None
     if cfg.aux_pixel_weight > 0 and out.aux_logits is not None:

@@ -74,6 +74,24 @@ def test_hard_pixel_fraction_averages_the_hardest_pixels() -> None:
     assert pixel_mean(per_pixel, torch.full_like(labels, 255), LossConfig(hard_pixel_fraction=0.25)).item() == 0.0
 
 
+def test_reconstruction_hard_fraction_averages_the_worst_reconstructed_pixels() -> None:
+    """Against its plain formulation: the mean of the largest ceil(f * n) per-pixel -log Y'_i[y_i]."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (2, 6, 8))
+    labels[0, :2] = 255
+    assoc = torch.randn(2, 9, 6, 8, dtype=torch.float64).softmax(1)
+    hist, _ = superpixel_targets(assoc, labels, 3, 1, 2)
+    recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
+    labelled = labels != 255
+    nll = -recon.gather(1, labels.clamp_max(2)[:, None])[:, 0].log()[labelled]
+    assert reconstruction_loss(assoc, labels, 3, 1, 2).item() == pytest.approx(nll.mean().item(), rel=1e-9)
+    keep = math.ceil(0.1 * nll.numel())
+    hardest = nll.sort(descending=True).values[:keep].mean()
+    got = reconstruction_loss(assoc, labels, 3, 1, 2, hard_fraction=0.1)
+    assert got.item() == pytest.approx(hardest.item(), rel=1e-9)
+    assert got > nll.mean()
+
+
 @pytest.mark.parametrize("architecture", ["spx", "fpn"])
 def test_loss_options_reach_the_total(architecture) -> None:
     if architecture == "fpn":
@@ -104,6 +122,7 @@ def test_loss_options_reach_the_total(architecture) -> None:
 @pytest.mark.parametrize("key, value, message", [
     ("hard_pixel_fraction", 0.0, "hard_pixel_fraction must be in"),
     ("hard_pixel_fraction", 1.5, "hard_pixel_fraction must be in"),
+    ("reconstruction_hard_fraction", 0.0, "reconstruction_hard_fraction must be in"),
     ("reconstruction_weight", -1.0, "reconstruction_weight must be >= 0"),
     ("class_weights", [1.0, 2.0, 3.0], "class_weights has 3 values, model.num_classes is 4"),
     ("class_weights", [1.0, 0.0, 1.0, 1.0], "class_weights must be finite and > 0, got 0.0"),
