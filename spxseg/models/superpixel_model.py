@@ -7,7 +7,6 @@ association-weighted mixture of the 9 neighbouring superpixels' class distributi
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -90,8 +89,10 @@ class SuperpixelModel(nn.Module):
         self.transformer = GlobalTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
-        # pad inputs to a multiple of the superpixel size and of the backbone's coarsest stride
-        self.size_multiple = math.lcm(cfg.pixel_stride * cfg.cell, self.backbone.max_stride)
+        # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is), and the stride-s
+        # features, cropped to the image, to a multiple of the cell: padding the image to both at once
+        # (lcm(12, 32) = 96 for spx_lite0_mid) made 180x240 run as 192x288, with a sixth of its superpixels on padding
+        self.size_multiple = self.backbone.max_stride
         self._init_head_weights()
 
     def _init_head_weights(self) -> None:
@@ -171,11 +172,13 @@ class SuperpixelModel(nn.Module):
         what a custom head or a benchmark of the output stage starts from)."""
         b, _, height, width = images.shape
         x = pad_to_multiple(images, self.size_multiple)
-        pad_h, pad_w = x.shape[-2] - height, x.shape[-1] - width
-        h, w = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        gh, gw = h // self.cell, w // self.cell
+        # the superpixel grid covers the stride-s pixels that cover the image, rounded up to whole cells
+        gh, gw = -(-height // (self.stride * self.cell)), -(-width // (self.stride * self.cell))
+        h, w = gh * self.cell, gw * self.cell
+        pad_h, pad_w = h * self.stride - height, w * self.stride - width
 
-        pix = self.pixel_decoder(self.backbone(x), (h, w))  # (B, C, h, w), channels-last
+        size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        pix = _crop_or_pad(self.pixel_decoder(self.backbone(x), size), h, w)  # (B, C, h, w), channels-last
         aux_logits = self.aux_classifier(pix) if self.training and self.aux_classifier is not None else None
         pix = ops.to_cells(pix, self.cell)  # (B, Gh, Gw, n, C)
         # validity of the stride-s pixels: only needed (and only computed) when the input was padded
@@ -192,7 +195,7 @@ class SuperpixelModel(nn.Module):
             sp_probs = sp_logits.to(assoc.dtype).softmax(-1)
             probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
         probs = _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)  # (B, K, h, w), channels-last in memory
-        return CoarseOutput(probs, sp_logits, assoc, tuple(x.shape[-2:]), aux_logits)
+        return CoarseOutput(probs, sp_logits, assoc, (h * self.stride, w * self.stride), aux_logits)
 
     def _valid_cells(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
         """(1, Gh, Gw, 1, n): 1 where the stride-s pixel covers part of the image, 0 for padding."""
@@ -224,10 +227,19 @@ class SuperpixelModel(nn.Module):
 
 def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:
     """Zero-pad images (B, 3, H, W) at the bottom and right to H, W multiples of ``multiple`` (a model's
-    ``size_multiple``); the input itself when they already are. Predictions are cropped back to (H, W)."""
+    ``size_multiple``, the backbone's coarsest stride); the input itself when they already are. Predictions
+    are cropped back to (H, W)."""
     height, width = images.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     return F.pad(images, (0, pad_w, 0, pad_h)) if pad_h or pad_w else images
+
+
+def _crop_or_pad(pix: Tensor, h: int, w: int) -> Tensor:
+    """Pixel features (B, C, h', w') cut or zero-padded at the bottom and right to (B, C, h, w) (negative pads
+    cut), channels-last kept. Both the cut-off rows and the zeros lie outside the image (the validity mask covers
+    the zeros)."""
+    rows, cols = pix.shape[-2:]
+    return pix if (rows, cols) == (h, w) else F.pad(pix, (0, w - cols, 0, h - rows))
 
 
 def _check_sizes(cfg: ModelConfig) -> None:

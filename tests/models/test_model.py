@@ -29,7 +29,7 @@ def test_forward_backward_any_size(model, size):
     h, w = size
     images = torch.randn(2, 3, h, w)
     out = model(images)
-    gh, gw = -(-h // 32) * 32 // 16, -(-w // 32) * 32 // 16  # padded to 32, superpixels of 4*4 px
+    gh, gw = -(-h // 16), -(-w // 16)  # superpixels of 4*4 stride-4 pixels over the image, rounded up
     assert out.probs.shape == (2, 5, h, w)
     assert out.sp_logits.shape == (2, 5, gh, gw)
     assert out.assoc.shape == (2, 9, gh * 4, gw * 4)
@@ -73,23 +73,43 @@ def test_padding_is_masked(model):
     assert torch.equal(grid, expected)
 
 
-def test_a_cell_that_does_not_divide_the_backbone_stride() -> None:
-    """Cell 3 (configs/camvid/spx_lite0_mid.yaml): inputs are padded to lcm(4 * 3, 32) = 96, the padding is
-    masked, the probabilities still sum to 1 and the lean labels are the full path's."""
+@pytest.mark.parametrize("size, grid, valid_rows, valid_cols", [
+    # 90x100 -> the backbone runs on 96x128 (a 24x32 stride-4 map), cut to 24x27: 8x9 cells over the 23x25
+    # stride-4 pixels that cover the image (rows 0..22 start inside 90 px, 22 * 4 = 88; columns 0..24 inside 100)
+    ((90, 100), (8, 9), 23, 25),
+    # 64x64 -> a 16x16 stride-4 map, zero-padded to 18x18: 6x6 cells (the backbone map is smaller than the grid)
+    ((64, 64), (6, 6), 16, 16),
+])
+def test_a_cell_that_does_not_divide_the_backbone_stride(size, grid, valid_rows, valid_cols) -> None:
+    """Cell 3 (configs/camvid/spx_lite0_mid.yaml): the input is padded to the backbone's stride only (32) and the
+    stride-4 features cut or padded to whole cells; the padding is masked, the probabilities still sum to 1
+    and the lean labels are the full path's."""
     torch.manual_seed(0)
     model = build_model({**SMALL, "cell": 3}).double().eval()
-    assert model.size_multiple == 96
-    x = torch.randn(1, 3, 90, 100, dtype=torch.float64)  # padded to 96x192: a 24x48 stride-4 map, 8x16 cells
+    assert model.size_multiple == 32
+    x = torch.randn(1, 3, *size, dtype=torch.float64)
     with torch.no_grad():
         out = model(x)
         labels = model.predict(x).labels
-    assert out.sp_logits.shape == (1, 5, 8, 16) and out.assoc.shape == (1, 9, 24, 48)
-    torch.testing.assert_close(out.probs.sum(1), torch.ones(1, 90, 100, dtype=torch.float64))
+    h, w = grid[0] * 3, grid[1] * 3
+    assert out.sp_logits.shape == (1, 5, *grid) and out.assoc.shape == (1, 9, h, w)
+    assert out.probs.shape == (1, 5, *size) and out.superpixels.shape == (1, *size)
+    assert int(out.superpixels.max()) < grid[0] * grid[1]
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(1, *size, dtype=torch.float64))
     assert torch.equal(labels, out.probs.argmax(1))
-    valid = ops.from_cells(model._valid_cells(90, 100, 24, 48, x).transpose(-1, -2), 3)[0, 0]
-    expected = torch.zeros(24, 48, dtype=torch.float64)
-    expected[:23, :25] = 1  # rows 0..22 start inside 90 px (22 * 4 = 88), columns 0..24 inside 100
+    valid = ops.from_cells(model._valid_cells(*size, h, w, x).transpose(-1, -2), 3)[0, 0]
+    expected = torch.zeros(h, w, dtype=torch.float64)
+    expected[:valid_rows, :valid_cols] = 1
     assert torch.equal(valid, expected)
+
+
+def test_no_superpixel_lies_on_padding_only() -> None:
+    """180x240 at cell 3 (spx_lite0_mid's training size) is 15x20 whole cells: no superpixel, no mask; the
+    padded 192x256 backbone input is cut back to the image's 45x60 stride-4 pixels."""
+    model = build_model({**SMALL, "cell": 3}).eval()
+    with torch.no_grad():
+        coarse = model.coarse(torch.randn(1, 3, 180, 240))
+    assert coarse.sp_logits.shape[1:3] == (15, 20) and coarse.padded == (180, 240)
 
 
 def test_pixel_loss_is_the_mean_over_labelled_pixels_and_zero_without_any(model):
