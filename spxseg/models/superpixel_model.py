@@ -56,7 +56,8 @@ class Prediction(NamedTuple):
 class CoarseOutput(NamedTuple):
     """The model's output before any full-resolution map: probs (B, K, h, w) at stride s over the padded
     grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc (B, Gh, Gw, 9, n) in cell layout and
-    the padded input size (Hp, Wp) = (h * s, w * s); aux_logits as in :class:`SegOutput`."""
+    the image size that grid covers, (Hp, Wp) = (h * s, w * s) >= (H, W) (not the backbone's padded input:
+    whole cells, not multiples of its stride); aux_logits as in :class:`SegOutput`."""
 
     probs: Tensor
     sp_logits: Tensor
@@ -89,9 +90,9 @@ class SuperpixelModel(nn.Module):
         self.transformer = GlobalTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
-        # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is), and the stride-s
-        # features, cropped to the image, to a multiple of the cell: padding the image to both at once
-        # (lcm(12, 32) = 96 for spx_lite0_mid) made 180x240 run as 192x288, with a sixth of its superpixels on padding
+        # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is), and its stride-s
+        # features are cut or zero-padded to whole cells over the image (coarse): padding the image to both at once
+        # (lcm(12, 32) = 96 for spx_lite0_mid) ran 180x240 as 192x288, 84 of its 384 superpixels on padding only
         self.size_multiple = self.backbone.max_stride
         self._init_head_weights()
 
