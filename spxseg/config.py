@@ -79,8 +79,9 @@ class LossConfig:
     # the reconstruction averaged over its worst-reconstructed fraction of the labelled pixels (the thin
     # structures and boundaries the superpixels cut wrong) instead of all of them; 1.0 = all. Ours only.
     # At 0.1 on spx_lite0_mid its superpixels carry more (oracle 73.7 mIoU against 70.0-70.2, signs 39-41
-    # against 18-21) but the model does not use it: 63.0 / 61.3 val mIoU against 62.3 / 61.9, so off by
-    # default (benchmarks/README.md, the reconstruction over its worst pixels)
+    # against 18-21) but the model does not use it: 63.0 / 61.3 val mIoU against 62.3 / 61.9; the light
+    # variant gains 0.6 on both seeds and uses it (configs/camvid/spx_lite0.yaml). Off by default
+    # (benchmarks/README.md, the reconstruction over its worst pixels)
     reconstruction_hard_fraction: float = 1.0
     # training-only dense cross-entropy of a 1x1 classifier on the stride-s pixel features (deep supervision,
     # as PSPNet's auxiliary loss): dense per-pixel gradient into the pixel decoder and the backbone, which
