@@ -104,7 +104,7 @@ def test_a_cell_that_does_not_divide_the_backbone_stride(size, grid, valid_rows,
 
 
 def test_no_superpixel_lies_on_padding_only() -> None:
-    """180x240 at cell 3 (spx_lite0_mid's training size) is 15x20 whole cells: no superpixel, no mask; the
+    """180x240 at cell 3 (spx_lite0_mid's training size) is 15x20 whole cells, none of them on padding; the
     padded 192x256 backbone input is cut back to the image's 45x60 stride-4 pixels."""
     model = build_model({**SMALL, "cell": 3}).eval()
     with torch.no_grad():
