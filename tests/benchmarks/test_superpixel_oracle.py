@@ -1,0 +1,51 @@
+"""benchmarks/superpixel_oracle.py: its rows and its recall chain on a model whose every superpixel says class 0."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "superpixel_oracle.py"
+TINY = {"num_classes": 11, "backbone": {"name": "resnet18"}, "channels": 16, "cell": 4,
+        "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}}
+
+
+@pytest.fixture(scope="module")
+def oracle_script():
+    spec = importlib.util.spec_from_file_location("superpixel_oracle", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_classifier_that_always_says_class_zero(oracle_script, tmp_path, make_camvid) -> None:
+    from spxseg.config import Config, from_dict, to_dict
+    from spxseg.models import build_model
+
+    make_camvid(tmp_path / "camvid", "val", n=2, size=(64, 96))
+    cfg = from_dict(Config, {"model": TINY, "data": {"dataset": "camvid", "root": str(tmp_path / "camvid"),
+                                                     "test_resize_labels": True}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():  # every superpixel: class 0, whatever its features
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.arange(11) == 0).mul_(20.0)
+    checkpoint = tmp_path / "zero.pth"
+    torch.save({"model": model.state_dict(), "config": to_dict(cfg), "iteration": 1}, checkpoint)
+
+    result = oracle_script.oracle(str(checkpoint))
+    assert set(result) == {"model", "oracle", "hard", "recall_chain"}
+    # both projections of one class everywhere label every pixel 0
+    assert result["hard"] == result["model"]
+    assert result["model"]["per_class_IoU"]["sky"] > 0
+    assert all(v == 0 for c, v in result["model"]["per_class_IoU"].items() if c != "sky")
+    # the oracle uses the labels: random labels give every class some IoU
+    assert sum(v > 0 for v in result["oracle"]["per_class_IoU"].values()) > 5
+    chain = result["recall_chain"]
+    assert chain["recognised"]["sky"] == 100.0 and chain["kept"]["sky"] == 100.0
+    assert all(chain["recognised"][c] == 0.0 for c in chain["recognised"] if c != "sky")
+    # random labels: a superpixel's histogram peaks at some class, not at every pixel's own
+    assert all(0.0 <= v < 100.0 for v in chain["carried"].values()) and any(chain["carried"].values())
