@@ -70,6 +70,9 @@ class TransformerConfig:
 @dataclass
 class LossConfig:
     superpixel_weight: float = 0.5
+    # the superpixel cross-entropy averaged over its hardest fraction of the superpixels with labelled mass
+    # (OHEM-style, as hard_pixel_fraction for the pixels) instead of all of them; 1.0 = all. Ours only.
+    superpixel_hard_fraction: float = 1.0
     # SSN-style label reconstruction through the association (gradient into A*, not detached): pool the
     # one-hot labels into superpixels and project them back; 0 = off. Ours only (peers have no A*).
     reconstruction_weight: float = 0.0

@@ -10,6 +10,7 @@ from types import ModuleType
 import pytest
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Read-only data shared next to the checkout (../shared): fixtures/, datasets/ (see their README.md files)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"  # the one place tests find them: ``from conftest import FIXTURES``
@@ -58,13 +59,20 @@ def load_tool() -> Callable[[str], ModuleType]:
     """``load_tool("eval")`` imports ``tools/eval.py`` as a module (tools/ is not a package), so tests call
     its ``main(argv)`` in-process instead of paying a second torch import in a subprocess."""
 
-    def load(name: str) -> ModuleType:
-        spec = importlib.util.spec_from_file_location(f"tool_{name}", TOOLS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+    return lambda name: _load_script(TOOLS / f"{name}.py", f"tool_{name}")
 
-    return load
+
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], ModuleType]:
+    """``load_benchmark("ab_latency")`` imports ``benchmarks/ab_latency.py`` as a module, as :func:`load_tool`."""
+    return lambda name: _load_script(BENCHMARKS / f"{name}.py", f"benchmark_{name}")
+
+
+def _load_script(path: Path, module_name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class TouchPayload:

@@ -66,7 +66,7 @@ class LossTerms:
 
 def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     """Raise ``ValueError`` naming the ``model.loss.*`` value that cannot train."""
-    for key in ("hard_pixel_fraction", "reconstruction_hard_fraction"):
+    for key in ("hard_pixel_fraction", "reconstruction_hard_fraction", "superpixel_hard_fraction"):
         if not 0.0 < getattr(cfg, key) <= 1.0:
             raise ValueError(f"model.loss.{key} must be in (0, 1], got {getattr(cfg, key)}")
     for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight"):
@@ -109,8 +109,8 @@ def pixel_mean(per_pixel: Tensor, labels: Tensor, cfg: LossConfig) -> Tensor:
 
 
 def hardest_mean(per_pixel: Tensor, labelled: Tensor, fraction: float) -> Tensor:
-    """Mean of the per-pixel losses where ``labelled`` (both (B, H, W)) over their largest ``fraction``
-    (all of them at 1); 0 with no labelled pixel."""
+    """Mean of the per-pixel (or per-superpixel) losses where ``labelled`` (both of one shape) over their largest
+    ``fraction`` (all of them at 1); 0 with no labelled pixel."""
     if fraction >= 1.0:
         return (per_pixel * labelled).sum() / labelled.sum().clamp_min(1)
     losses = per_pixel[labelled]  # data-dependent size: one host sync per step, like any OHEM
@@ -166,7 +166,9 @@ def aux_pixel_loss(aux_logits: Tensor, labels: Tensor, stride: int, ignore_index
 def segmentation_loss(
     out: SegOutput, labels: Tensor, cfg: LossConfig, stride: int
 ) -> LossTerms:
-    """Pixel NLL of log(P) at full resolution + weighted superpixel soft cross-entropy (+ the reconstruction,
+    """Pixel NLL of log(P) at full resolution (over the hardest ``cfg.hard_pixel_fraction`` of the pixels) +
+    weighted superpixel soft cross-entropy (over the hardest ``cfg.superpixel_hard_fraction`` of the superpixels
+    with labelled mass) (+ the reconstruction,
     + the auxiliary pixel classifier's cross-entropy when the model computed ``out.aux_logits``).
     With ``cfg.class_weights`` each pixel's term is scaled by its class's weight and each superpixel's
     cross-entropy ``-sum_k w_k t_k log p_k``; means stay over pixels / superpixels, not over weights.
@@ -198,8 +200,8 @@ def segmentation_loss(
         if weights is not None:
             target = target * weights
         per_sp = -(target * sp_log_probs).sum(-1)
-        has_labels = (mass > 1e-3).to(per_sp.dtype)  # skip superpixels with no labelled mass
-        superpixel = (per_sp * has_labels).sum() / has_labels.sum().clamp_min(1.0)
+        # skip superpixels with no labelled mass; mean over the rest, or their hardest fraction
+        superpixel = hardest_mean(per_sp, mass > 1e-3, cfg.superpixel_hard_fraction)
         total = total + cfg.superpixel_weight * superpixel
     if cfg.reconstruction_weight > 0:
         reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ab_latency.py"
 TINY = {"num_classes": 5, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
 
 
 @pytest.fixture(scope="module")
-def ab():
-    spec = importlib.util.spec_from_file_location("ab_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def ab(load_benchmark):
+    return load_benchmark("ab_latency")
 
 
 def test_parse_variant(ab):

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "superpixel_oracle.py"
 TINY = {"num_classes": 11, "backbone": {"name": "resnet18"}, "channels": 16, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 32, "heads": 2}}
 
 
 @pytest.fixture(scope="module")
-def oracle_script():
-    spec = importlib.util.spec_from_file_location("superpixel_oracle", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def oracle_script(load_benchmark):
+    return load_benchmark("superpixel_oracle")
 
 
 def test_a_classifier_that_always_says_class_zero(oracle_script, tmp_path, make_camvid) -> None:

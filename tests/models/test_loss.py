@@ -92,6 +92,24 @@ def test_reconstruction_hard_fraction_averages_the_worst_reconstructed_pixels() 
     assert got > nll.mean()
 
 
+def test_superpixel_hard_fraction_averages_the_hardest_superpixels() -> None:
+    """Against its plain formulation: the mean of the largest ceil(f * n) soft cross-entropies -sum_k t_k log p_k
+    over the superpixels with labelled mass."""
+    torch.manual_seed(0)
+    model = build_model(TINY).double()
+    x, labels = torch.randn(2, 3, 64, 64, dtype=torch.float64), torch.randint(0, 4, (2, 64, 64))
+    labels[0, :20] = 255  # the first row of superpixels: little or no labelled mass
+    out = model(x)
+    target, mass = superpixel_targets(out.assoc, labels, 4, model.stride, model.cell)
+    per_sp = -(target * out.sp_logits.permute(0, 2, 3, 1).log_softmax(-1)).sum(-1)[mass > 1e-3]
+    for fraction in (1.0, 0.25):
+        terms = segmentation_loss(out, labels, LossConfig(superpixel_hard_fraction=fraction), model.stride)
+        keep = math.ceil(fraction * per_sp.numel())
+        plain = per_sp.sort(descending=True).values[:keep].mean()
+        assert terms.superpixel.item() == pytest.approx(plain.item(), rel=1e-6)  # the loss computes in float32
+    assert terms.superpixel > per_sp.mean()
+
+
 @pytest.mark.parametrize("architecture", ["spx", "fpn"])
 def test_loss_options_reach_the_total(architecture) -> None:
     if architecture == "fpn":
@@ -123,6 +141,7 @@ def test_loss_options_reach_the_total(architecture) -> None:
     ("hard_pixel_fraction", 0.0, "hard_pixel_fraction must be in"),
     ("hard_pixel_fraction", 1.5, "hard_pixel_fraction must be in"),
     ("reconstruction_hard_fraction", 0.0, "reconstruction_hard_fraction must be in"),
+    ("superpixel_hard_fraction", 1.1, "superpixel_hard_fraction must be in"),
     ("reconstruction_weight", -1.0, "reconstruction_weight must be >= 0"),
     ("class_weights", [1.0, 2.0, 3.0], "class_weights has 3 values, model.num_classes is 4"),
     ("class_weights", [1.0, 0.0, 1.0, 1.0], "class_weights must be finite and > 0, got 0.0"),
