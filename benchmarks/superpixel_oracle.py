@@ -16,7 +16,10 @@ beats the model, the soft projection blurs thin classes into their neighbours. *
 the labelled pixels of class k: the share whose hard superpixel's label histogram peaks at k (*carried*: the
 superpixel could predict it), of those the share whose superpixel the classifier predicts as k (*recognised*),
 and of those the share the model's output labels k (*kept*: the projection does not lose it). Their product is a
-lower bound of the model's recall.
+lower bound of the model's recall. *false positives*, per class k, over the labelled pixels the model labels k
+but are not: per 100 pixels of class k, how many (*per_100*), and the share whose hard superpixel's histogram
+peaks at k (*cut*: the superpixel spills over its object), whose superpixel does not peak at k but is predicted
+k (*misrecognised*), and the rest (*spread*: k came from a neighbouring superpixel through the soft projection).
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def oracle(checkpoint: str, split: str = "val") -> dict:
     own, best, hard = SegEvaluator(k, names), SegEvaluator(k, names), SegEvaluator(k, names)
     # per class: labelled pixels, carried, carried and recognised, carried, recognised and kept
     chain = torch.zeros(4, k, dtype=torch.float64)
+    # per predicted class: false positives, cut, misrecognised
+    false_pos = torch.zeros(3, k, dtype=torch.float64)
     for i in range(len(dataset)):
         item = dataset[i]
         x, label = item["image"][None], item["label"][None]
@@ -78,6 +83,11 @@ def oracle(checkpoint: str, split: str = "val") -> dict:
         kept = recognised & (labels_own == gt)
         for row, mask in enumerate((labelled, carried, recognised, kept)):
             chain[row] += torch.bincount(gt[mask], minlength=k)[:k].double()
+        wrong = labelled & (labels_own != gt)
+        cut = wrong & (sp_major == labels_own)
+        misrecognised = wrong & (sp_major != labels_own) & (sp_pred == labels_own)
+        for row, mask in enumerate((wrong, cut, misrecognised)):
+            false_pos[row] += torch.bincount(labels_own[mask], minlength=k)[:k].double()
     result = {}
     for key, ev in (("model", own), ("oracle", best), ("hard", hard)):
         m = ev.compute()
@@ -86,6 +96,12 @@ def oracle(checkpoint: str, split: str = "val") -> dict:
     result["recall_chain"] = {
         step: {c: round(100 * share[row, i].item(), 1) for i, c in enumerate(names)}
         for row, step in enumerate(("carried", "recognised", "kept"))
+    }
+    fp = false_pos[0].clamp_min(1)
+    shares = {"per_100": 100 * false_pos[0] / chain[0].clamp_min(1), "cut": 100 * false_pos[1] / fp,
+              "misrecognised": 100 * false_pos[2] / fp, "spread": 100 * (false_pos[0] - false_pos[1:].sum(0)) / fp}
+    result["false_positives"] = {
+        step: {c: round(v[i].item(), 1) for i, c in enumerate(names)} for step, v in shares.items()
     }
     return result
 
@@ -102,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.checkpoint:
         results[path] = oracle(path, args.split)
         for key, r in results[path].items():
-            if key == "recall_chain":
+            if key in ("recall_chain", "false_positives"):
                 for step, shares in r.items():
                     print(f"{path} {step:10s} | " + " ".join(f"{c} {v:.1f}" for c, v in shares.items()))
                 continue
