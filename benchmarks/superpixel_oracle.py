@@ -51,10 +51,10 @@ def oracle(checkpoint: str, split: str = "val") -> dict:
     names = list(dataset_class(cfg.data.dataset).class_names)
     k = cfg.model.num_classes
     own, best, hard = SegEvaluator(k, names), SegEvaluator(k, names), SegEvaluator(k, names)
-    # per class: labelled pixels, carried, carried and recognised, carried, recognised and kept
-    chain = torch.zeros(4, k, dtype=torch.float64)
-    # per predicted class: false positives, cut, misrecognised
-    false_pos = torch.zeros(3, k, dtype=torch.float64)
+    # per class: carried, carried and recognised, carried, recognised and kept (labelled pixels: own.confusion)
+    chain = torch.zeros(3, k, dtype=torch.float64)
+    # per predicted class: false positives that are cut, misrecognised (all of them: own.confusion)
+    false_pos = torch.zeros(2, k, dtype=torch.float64)
     for i in range(len(dataset)):
         item = dataset[i]
         x, label = item["image"][None], item["label"][None]
@@ -81,25 +81,28 @@ def oracle(checkpoint: str, split: str = "val") -> dict:
         carried = labelled & (sp_major == gt)
         recognised = carried & (sp_pred == gt)
         kept = recognised & (labels_own == gt)
-        for row, mask in enumerate((labelled, carried, recognised, kept)):
-            chain[row] += torch.bincount(gt[mask], minlength=k)[:k].double()
+        for row, mask in enumerate((carried, recognised, kept)):
+            chain[row] += torch.bincount(gt[mask], minlength=k).double()
         wrong = labelled & (labels_own != gt)
         cut = wrong & (sp_major == labels_own)
         misrecognised = wrong & (sp_major != labels_own) & (sp_pred == labels_own)
-        for row, mask in enumerate((wrong, cut, misrecognised)):
-            false_pos[row] += torch.bincount(labels_own[mask], minlength=k)[:k].double()
+        for row, mask in enumerate((cut, misrecognised)):
+            false_pos[row] += torch.bincount(labels_own[mask], minlength=k).double()
     result = {}
     for key, ev in (("model", own), ("oracle", best), ("hard", hard)):
         m = ev.compute()
         result[key] = {"mIoU": m["mIoU"], "per_class_IoU": {c: v["IoU"] for c, v in m["per_class"].items()}}
-    share = chain[1:] / chain[:-1].clamp_min(1)  # carried of labelled, recognised of carried, kept of recognised
+    confusion = own.confusion.double()  # rows: ground truth, columns: the model's labels
+    labelled_pixels, false_positives = confusion.sum(1), confusion.sum(0) - confusion.diagonal()
+    # carried of labelled, recognised of carried, kept of recognised
+    share = chain / torch.cat([labelled_pixels[None], chain[:-1]]).clamp_min(1)
     result["recall_chain"] = {
         step: {c: round(100 * share[row, i].item(), 1) for i, c in enumerate(names)}
         for row, step in enumerate(("carried", "recognised", "kept"))
     }
-    fp = false_pos[0].clamp_min(1)
-    shares = {"per_100": 100 * false_pos[0] / chain[0].clamp_min(1), "cut": 100 * false_pos[1] / fp,
-              "misrecognised": 100 * false_pos[2] / fp, "spread": 100 * (false_pos[0] - false_pos[1:].sum(0)) / fp}
+    fp = false_positives.clamp_min(1)
+    shares = {"per_100": 100 * false_positives / labelled_pixels.clamp_min(1), "cut": 100 * false_pos[0] / fp,
+              "misrecognised": 100 * false_pos[1] / fp, "spread": 100 * (false_positives - false_pos.sum(0)) / fp}
     result["false_positives"] = {
         step: {c: round(v[i].item(), 1) for i, c in enumerate(names)} for step, v in shares.items()
     }
