@@ -56,6 +56,10 @@ class TokenizerConfig:
     # random bilinear form, near uniform over the 9 neighbours. CamVid study: 59.2 / 58.1 over two seeds
     # against 58.8 / 58.8 (default sizes), 55.4 / 56.3 against 54.9 / 56.3 (light): off in every config
     shared_qk: bool = False
+    # one more pool after the final association A*: S <- S + Wf pool(A*, F), so the token that is classified
+    # describes the pixels its class is projected to (A*, which the reconstruction loss shapes), not those of
+    # the last iteration's association
+    final_pool: bool = False
 
 
 @dataclass
@@ -65,6 +69,9 @@ class TransformerConfig:
     heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    # each token also gets the channel-wise max of its cell's pixel features (concatenated before the input
+    # projection): a thin object's strong activations survive a max where the superpixel's mean dilutes them
+    cell_max: bool = False
 
 
 @dataclass

@@ -85,9 +85,11 @@ class SuperpixelModel(nn.Module):
         self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.channels, cfg.fuse_conv, cfg.fuse_layers)
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio,
-                                             cfg.cell, tok.position_bias, tok.shared_qk)
+                                             cfg.cell, tok.position_bias, tok.shared_qk, tok.final_pool)
         tr = cfg.transformer
-        self.transformer = GlobalTransformer(cfg.channels, tr.dim, tr.layers, tr.heads, tr.mlp_ratio, tr.dropout)
+        self.cell_max = tr.cell_max
+        self.transformer = GlobalTransformer(cfg.channels * (2 if tr.cell_max else 1), tr.dim, tr.layers, tr.heads,
+                                             tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
         # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is), and its stride-s
@@ -190,6 +192,8 @@ class SuperpixelModel(nn.Module):
         # that precision even under autocast: bf16 centroids are off by pixels, bf16 probabilities do not sum to 1
         with torch.autocast(images.device.type, enabled=False):
             centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords.to(assoc.dtype))
+        if self.cell_max:  # [S, max over the cell's image pixels of F]: (B, Gh, Gw, 2C)
+            sp = torch.cat([sp, _cell_max(pix, valid)], -1)
         tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)
         sp_logits = self.classifier(tokens).view(b, gh, gw, -1)  # (B, Gh, Gw, K)
         with torch.autocast(images.device.type, enabled=False):
@@ -256,6 +260,15 @@ def _check_sizes(cfg: ModelConfig) -> None:
     for key, value in {"tokenizer.iters": cfg.tokenizer.iters, "transformer.layers": cfg.transformer.layers}.items():
         if value < 0:  # 0 is an ablation: no local iterations / no global layers
             raise ValueError(f"model.{key} must be >= 0, got {value}")
+
+
+def _cell_max(pix: Tensor, valid: Tensor | None) -> Tensor:
+    """Channel-wise max of each cell's image pixels: pix (B, Gh, Gw, n, C), valid (B, Gh, Gw, 1, n) or None ->
+    (B, Gh, Gw, C). Every cell holds at least one image pixel (the grid is the image's, rounded up to whole
+    cells)."""
+    if valid is not None:
+        pix = pix.masked_fill(valid.transpose(-1, -2) == 0, float("-inf"))
+    return pix.amax(-2)
 
 
 def _cells_to_nhwc(x: Tensor, cell: int) -> Tensor:

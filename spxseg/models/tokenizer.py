@@ -47,11 +47,13 @@ class SuperpixelTokenizer(nn.Module):
         position_bias: a learned (9, n) logit bias on every association, started at SSN's distance prior.
         shared_qk: superpixel keys through the pixel query's projection and norms (Wk = Wq): the
             associations compare pixels and superpixels in one feature space, a soft k-means from the start.
+        final_pool: after the final association ``A*``, ``S <- S + Wf pool(A*, F)``: the returned superpixels
+            describe the pixels ``A*`` gives them.
     """
 
     def __init__(
         self, channels: int, iters: int = 3, heads: int = 2, dual_path: bool = False, ffn_ratio: float = 2.0,
-        cell: int | None = None, position_bias: bool = False, shared_qk: bool = False,
+        cell: int | None = None, position_bias: bool = False, shared_qk: bool = False, final_pool: bool = False,
     ) -> None:
         super().__init__()
         if channels % heads:
@@ -71,6 +73,7 @@ class SuperpixelTokenizer(nn.Module):
             raise ValueError("position_bias needs the cell size")
         # (9, n) logit bias shared by every association, see distance_prior
         self.position_bias = nn.Parameter(distance_prior(cell)) if position_bias else None
+        self.final_out = nn.Linear(channels, channels) if final_pool else None
 
     def _pixel_query(self, pix: Tensor) -> PixelQuery:
         """The pixel query ``Wq F + b`` in the form the associations need, without normalising it.
@@ -228,7 +231,20 @@ class SuperpixelTokenizer(nn.Module):
                 pix = pix + it.pix_out(back)
         if self.dual_path:
             query = self._pixel_query(pix)
-        return sp, self._final_assoc(query, sp, grid_valid), pix
+        assoc = self._final_assoc(query, sp, grid_valid)
+        if self.final_out is not None:
+            sp = sp + self.final_out(self._final_pooled(assoc, pix, valid).to(sp.dtype))
+        return sp, assoc, pix
+
+    @staticmethod
+    def _final_pooled(assoc: Tensor, pix: Tensor, valid: Tensor | None, eps: float = 1e-6) -> Tensor:
+        """``pool(A*, F)``: the association-weighted mean of the pixel features (B, Gh, Gw, n, C) through the
+        final association (B, Gh, Gw, 9, n), padding left out: (B, Gh, Gw, C), normalised in float32."""
+        if valid is not None:
+            assoc = assoc * valid
+        total = ops.fold_neighbors(assoc.to(pix.dtype) @ pix)  # (B, Gh, Gw, C)
+        mass = ops.fold_neighbors(assoc.sum(-1, keepdim=True))  # (B, Gh, Gw, 1), float32: bf16 is too coarse
+        return total.to(mass.dtype) / (mass + eps)
 
 
 def distance_prior(cell: int) -> Tensor:

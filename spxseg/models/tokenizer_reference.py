@@ -15,7 +15,7 @@ per head h of width d = C / heads, for T iterations,
 then the single-head final association ``softmax_j(<LN(Wq F)_p, LN(Wk' S)_{n_j(p)}> / sqrt(C))``. With
 ``position_bias``, every association's logits get ``+ B[j, p]`` (one learned (9, n) table) before the softmax.
 With ``shared_qk``, ``Wk = Wk' = Wq`` and the keys go through the query's norms: ``k = LN_h(Wq S)`` and
-``LN(Wq S)`` with the final query norm.
+``LN(Wq S)`` with the final query norm. With ``final_pool``, ``S <- S + Wf pool(A*, F)`` last.
 Initial superpixels are the mean of each cell's image pixels; padding pixels are left out of every pool.
 
 Only tests call it (``tests/models/test_fast_paths.py``, in float64); it is not meant to be fast.
@@ -97,4 +97,7 @@ def reference_tokenizer(
     else:
         final_key = ops.gather_neighbors(tok.final_key_norm(tok.final_key(sp)))
     logits = ops.neighbor_logits_cells(tok.final_query_norm(raw), final_key, grid_valid)  # (B, Gh, Gw, 9, n)
-    return sp, (logits / math.sqrt(c) + bias).softmax(-2), pix
+    final_assoc = (logits / math.sqrt(c) + bias).softmax(-2)
+    if tok.final_out is not None:  # the superpixels re-pooled from the pixels A* gives them
+        sp = sp + tok.final_out(ops.pool_cells(final_assoc * valid, pix))
+    return sp, final_assoc, pix

@@ -271,3 +271,41 @@ def test_shared_qk_has_no_key_projections_and_every_weight_trains() -> None:
     segmentation_loss(out, torch.randint(0, 3, (1, 64, 64)), model.cfg.loss, model.stride).total.backward()
     no_grad = [name for name, p in model.tokenizer.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not no_grad, no_grad
+
+
+def test_cell_max_is_the_max_over_each_cells_image_pixels() -> None:
+    """``transformer.cell_max``: the second half of every token is the channel-wise max of its cell's image
+    pixels, a plain max-pool of the stride-s features with the padding left out (features can be negative)."""
+    from spxseg.models.superpixel_model import _cell_max
+
+    torch.manual_seed(0)
+    pix = torch.randn(2, 8, 20, 12, dtype=torch.float64) - 1.0  # (B, C, h, w): mostly negative
+    valid = torch.ones(1, 1, 20, 12, dtype=torch.float64)
+    valid[..., 18:, :] = 0  # the last two rows are padding
+    valid[..., 11:] = 0  # and the last column
+    plain = torch.nn.functional.max_pool2d(pix.masked_fill(valid == 0, float("-inf")), 4)  # (B, C, 5, 3)
+    cells = _cell_max(ops.to_cells(pix, 4), ops.to_cells(valid, 4).transpose(-1, -2).expand(2, -1, -1, -1, -1))
+    torch.testing.assert_close(cells, plain.permute(0, 2, 3, 1), rtol=0, atol=0)
+    torch.testing.assert_close(_cell_max(ops.to_cells(pix, 4), None), torch.nn.functional.max_pool2d(pix, 4)
+                               .permute(0, 2, 3, 1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options", [{"tokenizer": {"final_pool": True}}, {"transformer": {"cell_max": True}}])
+def test_final_pool_and_cell_max_build_and_every_weight_trains(options) -> None:
+    """``tokenizer.final_pool`` adds ``Wf`` (C -> C), ``transformer.cell_max`` widens the transformer's input
+    projection to 2C; on a padded image (57x60) the outputs stay finite and every head weight gets a gradient."""
+    torch.manual_seed(0)
+    cfg = {"num_classes": 3, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
+           "transformer": {"layers": 1, "dim": 32, "heads": 2}}
+    cfg = {**cfg, **{k: {**cfg.get(k, {}), **v} for k, v in options.items()}}
+    model = build_model(cfg)
+    if "tokenizer" in options:
+        assert model.tokenizer.final_out.weight.shape == (16, 16)
+    else:
+        assert model.transformer.input.weight.shape == (32, 32)
+    out = model(torch.randn(1, 3, 57, 60))
+    assert torch.isfinite(out.probs).all() and torch.isfinite(out.sp_logits).all()
+    segmentation_loss(out, torch.randint(0, 3, (1, 57, 60)), model.cfg.loss, model.stride).total.backward()
+    heads = [(name, p) for name, p in model.named_parameters() if not name.startswith("backbone")]
+    no_grad = [name for name, p in heads if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not no_grad, no_grad
