@@ -92,10 +92,11 @@ class SuperpixelModel(nn.Module):
                                              tr.mlp_ratio, tr.dropout)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
-        # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is), and its stride-s
-        # features are cut or zero-padded to whole cells over the image (coarse): padding the image to both at once
-        # (lcm(12, 32) = 96 for spx_lite0_mid) ran 180x240 as 192x288, 84 of its 384 superpixels on padding only
-        self.size_multiple = self.backbone.max_stride
+        # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is; model.pad_input),
+        # and its stride-s features are cut or zero-padded to whole cells over the image (coarse): padding the image
+        # to both at once (lcm(12, 32) = 96 for spx_lite0_mid) ran 180x240 as 192x288, 84 of its 384 superpixels
+        # on padding only
+        self.size_multiple = self.backbone.max_stride if cfg.pad_input else 1
         self._init_head_weights()
 
     def _init_head_weights(self) -> None:
@@ -180,7 +181,8 @@ class SuperpixelModel(nn.Module):
         h, w = gh * self.cell, gw * self.cell
         pad_h, pad_w = h * self.stride - height, w * self.stride - width
 
-        size = (x.shape[-2] // self.stride, x.shape[-1] // self.stride)
+        # the backbone's stride-s map: ceil(size / s) (its strided convs pad), exact for a padded input
+        size = (-(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride))
         pix = _crop_or_pad(self.pixel_decoder(self.backbone(x), size), h, w)  # (B, C, h, w), channels-last
         aux_logits = self.aux_classifier(pix) if self.training and self.aux_classifier is not None else None
         pix = ops.to_cells(pix, self.cell)  # (B, Gh, Gw, n, C)

@@ -112,6 +112,35 @@ def test_no_superpixel_lies_on_padding_only() -> None:
     assert coarse.sp_logits.shape[1:3] == (15, 20) and coarse.padded == (180, 240)
 
 
+@pytest.mark.parametrize("stride, cell", [(4, 3), (8, 2)])
+def test_pad_input_false_runs_the_backbone_on_the_image_itself(stride, cell) -> None:
+    """``model.pad_input: false``: the backbone sees the 90x100 image, not 96x128; its stride-s map (the ceil of
+    size / s, 23x25 or 12x13 here) is cut or padded to whole cells as with padding, the padding is masked, the
+    probabilities sum to 1 and the lean labels are the full path's. On a 64x96 image (multiples of 32) it is the
+    padded model exactly."""
+    torch.manual_seed(0)
+    cfg = {**SMALL, "pixel_stride": stride, "cell": cell, "backbone": {"name": "resnet18", "out_indices": [1, 2, 3, 4]}
+           if stride == 8 else SMALL["backbone"]}
+    model = build_model({**cfg, "pad_input": False}).double().eval()
+    padded = build_model(cfg).double().eval()
+    padded.load_state_dict(model.state_dict())
+    assert model.size_multiple == 1 and padded.size_multiple == 32
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    x = torch.randn(1, 3, 90, 100, dtype=torch.float64)
+    with torch.no_grad():
+        out = model(x)
+        labels = model.predict(x).labels
+    assert seen[0] == (90, 100)
+    grid = (-(-90 // (stride * cell)), -(-100 // (stride * cell)))
+    assert out.sp_logits.shape == (1, 5, *grid) and out.probs.shape == (1, 5, 90, 100)
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(1, 90, 100, dtype=torch.float64))
+    assert torch.equal(labels, out.probs.argmax(1))
+    x = torch.randn(1, 3, 64, 96, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).probs, padded(x).probs, rtol=0, atol=0)
+
+
 def test_pixel_loss_is_the_mean_over_labelled_pixels_and_zero_without_any(model):
     images = torch.randn(2, 3, 64, 64)
     out = model(images)
