@@ -19,7 +19,9 @@ the full output (probabilities at the input size, association, hard superpixel i
 what comes after the backbone: each variant's backbone runs once and its stage maps are replayed on every
 call, and the first variant's backbone alone (on the input padded as the model pads it) is timed in the
 same rounds, as the row ``backbone``; each variant's *x backbone* is then its decoder's share, the figure of
-a decoder budget such as "at most 0.3x the backbone". Run it on a quiet machine, never beside a training.
+a decoder budget such as "at most 0.3x the backbone". ``--backbone`` adds the first variant's backbone alone
+on the input itself (unpadded: the study's *backbone alone* row) to a whole-model run, for the whole model's
+*x backbone*, as in "at most 1.3x the backbone". Run it on a quiet machine, never beside a training.
 """
 
 from __future__ import annotations
@@ -89,13 +91,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--call", choices=["predict", "forward"], default="predict")
     parser.add_argument("--decoder", action="store_true",
                         help="time what comes after the backbone, against the backbone alone (see above)")
+    parser.add_argument("--backbone", action="store_true",
+                        help="whole models against the first variant's backbone alone on the unpadded input")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args(argv)
     variants = [parse_variant(tokens, args.config) for tokens in args.variant]
     labels = [label for label, _, _ in variants]
-    if len(set(labels)) != len(labels) or (args.decoder and "backbone" in labels):
-        raise SystemExit(f"--variant labels must differ (and not be 'backbone' with --decoder), got {labels}")
+    if args.decoder and args.backbone:
+        raise SystemExit("--backbone is for whole models; --decoder already times the backbone alone")
+    with_backbone = args.decoder or args.backbone
+    if len(set(labels)) != len(labels) or (with_backbone and "backbone" in labels):
+        raise SystemExit(f"--variant labels must differ (and not be 'backbone' with --decoder / --backbone), "
+                         f"got {labels}")
 
     import torch
 
@@ -110,35 +118,39 @@ def main(argv: list[str] | None = None) -> dict:
         if args.decoder:
             backbone_alone = replay_backbone(model, x)
             fns.setdefault("backbone", backbone_alone)
+        elif args.backbone:
+            fns.setdefault("backbone", lambda backbone=model.backbone: backbone(x))
         call = model.predict if args.call == "predict" else model
         fns[label] = lambda call=call: call(x)
     with torch.inference_mode():
         timings = time_interleaved(fns, "cpu", args.iters, warmup=1, rounds=args.rounds)
 
     ref = timings[labels[0]].median_ms
-    backbone_ms = timings["backbone"].median_ms if args.decoder else None
+    backbone_ms = timings["backbone"].median_ms if with_backbone else None
     what = "after the backbone (its stage maps replayed)" if args.decoder else "whole model"
     print(f"{args.call}, {what}, batch 1, fp32, {args.size[0]}x{args.size[1]}, {args.threads} thread(s), "
           f"{args.iters} calls each in {args.rounds} interleaved rounds "
           f"({platform.machine()}, torch {torch.__version__})")
-    if args.decoder:
+    if with_backbone:
         t = timings["backbone"]
-        print(f"{'backbone':<16} {t.median_ms:>10.1f} {t.min_ms:>8.1f} {t.p90_ms:>8.1f}  (alone, of the first variant)")
+        on = "padded as the model pads it" if args.decoder else "unpadded"
+        print(f"{'backbone':<16} {t.median_ms:>10.1f} {t.min_ms:>8.1f} {t.p90_ms:>8.1f}  "
+              f"(alone, of the first variant, {on})")
     print(f"{'variant':<16} {'median ms':>10} {'min ms':>8} {'p90 ms':>8} {'vs first':>9} "
-          f"{'x backbone ' if args.decoder else ''}{'params':>8}  config / overrides")
+          f"{'x backbone ' if with_backbone else ''}{'params':>8}  config / overrides")
     rows = []
     for label, config, overrides in variants:
         t = timings[label]
         params = count_params(models[label])
-        share = f"{t.median_ms / backbone_ms:>10.3f} " if args.decoder else ""
+        share = f"{t.median_ms / backbone_ms:>10.3f} " if with_backbone else ""
         print(f"{label:<16} {t.median_ms:>10.1f} {t.min_ms:>8.1f} {t.p90_ms:>8.1f} {t.median_ms - ref:>+8.1f}  "
               f"{share}{params / 1e6:>6.2f} M  {config} {' '.join(overrides)}")
         rows.append({"variant": label, "config": config, "overrides": overrides, "params": params, **t.summary()})
-        if args.decoder:
+        if with_backbone:
             rows[-1]["x_backbone"] = t.median_ms / backbone_ms
     result = {"call": args.call, "decoder_only": args.decoder, "size": args.size, "threads": args.threads,
               "rounds": args.rounds, "machine": platform.machine(), "torch": torch.__version__, "variants": rows}
-    if args.decoder:
+    if with_backbone:
         result["backbone"] = timings["backbone"].summary()
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

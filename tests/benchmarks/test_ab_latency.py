@@ -67,3 +67,19 @@ def test_decoder_mode_replays_the_backbone_exactly(ab, tmp_path):
     assert all(row["x_backbone"] > 0 for row in result["variants"])
     with pytest.raises(SystemExit, match="not be 'backbone'"):
         ab.main(["--config", str(config), "--variant", "backbone", "--variant", "b", "--decoder"])
+
+
+def test_backbone_mode_times_whole_models_against_the_unpadded_backbone(ab, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"model": TINY}))
+    out = tmp_path / "ab.json"
+    ab.main(["--config", str(config), "--variant", "padded", "--variant", "unpadded", "model.pad_input=false",
+             "--size", "50", "70", "--iters", "2", "--rounds", "2", "--backbone", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert not result["decoder_only"] and result["backbone"]["median_ms"] > 0
+    rows = {row["variant"]: row for row in result["variants"]}
+    assert rows["unpadded"]["overrides"] == ["model.pad_input=false"]
+    assert all(row["x_backbone"] > 0 for row in rows.values())  # a ratio, not a timed target
+    assert "unpadded" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--backbone is for whole models"):
+        ab.main(["--config", str(config), "--variant", "a", "--variant", "b", "--decoder", "--backbone"])
