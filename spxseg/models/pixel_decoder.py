@@ -26,9 +26,14 @@ class PixelDecoder(nn.Module):
     eval mode the BatchNorm is folded into the conv before it.
     """
 
-    def __init__(self, in_channels: list[int], channels: int, fuse_conv: str = "separable", fuse_layers: int = 1
-                 ) -> None:
+    def __init__(self, in_channels: list[int], channels: int, fuse_conv: str = "separable", fuse_layers: int = 1,
+                 strides: list[int] | None = None) -> None:
         super().__init__()
+        # stage strides, finest first: each running sum is upsampled by the ratio of two strides and cut to the
+        # finer map, so that stages of an input that is not a multiple of the coarsest stride (model.pad_input:
+        # false; sizes ceil(H / stride)) stay aligned at the top left, where resizing to the finer map's size
+        # would stretch the coarse map (it covers more of the image) by up to half a coarse pixel
+        self.strides = strides
         if fuse_conv not in ("separable", "full"):
             raise ValueError(f"model.fuse_conv must be 'separable' or 'full', got {fuse_conv!r}")
         if fuse_layers < 1:
@@ -42,16 +47,26 @@ class PixelDecoder(nn.Module):
     def forward(self, feats: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Stage maps (B, C_i, h_i, w_i), finest first -> pixel features (B, C, h, w) at ``size``, channels-last."""
         out = self.lateral[-1](feats[-1]).contiguous(memory_format=torch.channels_last)
-        for proj, feat in zip(self.lateral[-2::-1], feats[-2::-1]):
+        for i in range(len(feats) - 2, -1, -1):
+            proj, feat = self.lateral[i], feats[i]
             # bilinear weights sum to 1, so the bias can go on the small map before upsampling
             coarse = out + proj.bias.view(1, -1, 1, 1).to(out.dtype)
-            up = F.interpolate(coarse, size=feat.shape[-2:], mode="bilinear", align_corners=False)
-            out = _project_add(feat, proj.weight, up)
+            out = _project_add(feat, proj.weight, self._upsample(coarse, i, feat.shape[-2:]))
         if out.shape[-2:] != tuple(size):
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         for block in [*self.pre_fuse, self.fuse]:
             out = self._run_block(block, out)
         return out
+
+    def _upsample(self, coarse: Tensor, i: int, size: tuple[int, int]) -> Tensor:
+        """Stage i+1's running sum (B, C, h', w') upsampled onto stage i's map of ``size``."""
+        if self.strides is not None:
+            ratio = self.strides[i + 1] // self.strides[i]
+            rows, cols = coarse.shape[-2] * ratio, coarse.shape[-1] * ratio
+            if rows >= size[0] and cols >= size[1]:  # the ceil sizes of strided convs: cut, do not stretch
+                up = F.interpolate(coarse, scale_factor=ratio, mode="bilinear", align_corners=False)
+                return up if (rows, cols) == tuple(size) else up[:, :, : size[0], : size[1]]
+        return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
 
     def _run_block(self, block: nn.Sequential, x: Tensor) -> Tensor:
         """One block of :func:`_conv_bn_relu` on x (B, C, h, w); in eval mode with its BatchNorm folded."""

@@ -108,6 +108,30 @@ def test_pixel_decoder_matches_plain_convs(fuse_conv, fuse_layers, channels_last
     torch.testing.assert_close(dec(feats, (16, 32)).shape, ref.shape)
 
 
+def test_pixel_decoder_keeps_ceil_sized_stages_aligned():
+    """``model.pad_input: false``: the stage maps of an unpadded image are ceil(size / stride), and the coarse ones
+    cover more of the image than the fine ones. With its stage strides the decoder upsamples by their ratio and
+    cuts, so maps that are the top-left of a padded input's give the top-left of its output (away from the cut
+    edge, where bilinear and the 3x3 reach the missing pixels); resizing onto the finer size would stretch them."""
+    torch.manual_seed(0)
+    dec = PixelDecoder([8, 16, 24], 12, "full", 1, strides=[4, 8, 16]).double().eval()
+    full = [torch.randn(1, c, s, 2 * s, dtype=torch.float64) for c, s in ((8, 16), (16, 8), (24, 4))]
+    # an image of 60x120 pixels: stride 4 -> 15x30, stride 8 -> 8x15, stride 16 -> 4x8 (ceil)
+    cut = [full[0][..., :15, :30], full[1][..., :8, :15], full[2]]
+    with torch.no_grad():
+        want = dec(full, (16, 32))[..., :12, :26]
+        got = dec(cut, (15, 30))
+        assert got.shape[-2:] == (15, 30)
+        torch.testing.assert_close(got[..., :12, :26], want, rtol=0, atol=1e-12)
+        dec.strides = None  # resizing to the finer map's size instead: the map is stretched, the result differs
+        assert not torch.allclose(dec(cut, (15, 30))[..., :12, :26], want)
+        dec.strides = [4, 8, 16]
+        # exact multiples of the strides: cut or not, the same as the plain resize
+        same = dec(full, (16, 32))
+        dec.strides = None
+        torch.testing.assert_close(same, dec(full, (16, 32)), rtol=0, atol=0)
+
+
 def test_fold_neighbors_matches_padded_shifts():
     contrib = torch.randn(2, 3, 5, 9, 4, 6, dtype=torch.float64)
     expected = torch.zeros(2, 3, 5, 4, 6, dtype=torch.float64)
