@@ -60,7 +60,7 @@ class TokenizerConfig:
     # describes the pixels its class is projected to (A*, which the reconstruction loss shapes), not those of
     # the last iteration's association. CamVid study (spx_lite0_mid): alone 62.3 / 61.4 val mIoU against
     # 62.3 / 61.9 (seeds 0 / 1); with loss.reconstruction_hard_fraction=0.1, 63.1 / 62.3 / 63.1 against
-    # 62.3 / 61.9 / 62.0 (seeds 0-2), spx_lite0_base 62.5 / 61.2 against 60.5 / 59.2; +0.7% FLOPs. On in
+    # 62.3 / 61.9 / 62.0 (seeds 0-2), spx_lite0_base 62.5 / 61.2 / 60.7 against 60.5 / 59.2; +0.7% FLOPs. On in
     # spx_lite0_base and spx_lite0_mid (benchmarks/README.md, the token that is classified)
     final_pool: bool = False
 
