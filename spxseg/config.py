@@ -101,6 +101,11 @@ class LossConfig:
     # variant gains 0.6 on both seeds and uses it (configs/camvid/spx_lite0.yaml). Off by default
     # (benchmarks/README.md, the reconstruction over its worst pixels)
     reconstruction_hard_fraction: float = 1.0
+    # the superpixel targets and the reconstruction take each stride-s pixel's labels as the class shares of its
+    # s x s block of image pixels instead of the label at its centre: thin classes (a pole 1-3 pixels wide at
+    # 180x240) keep their share of the targets where the centre sample (1 pixel in 16 at stride 4) keeps a pole
+    # in some columns and not others. The pixel loss is at full resolution either way. Ours only.
+    area_labels: bool = False
     # training-only dense cross-entropy of a 1x1 classifier on the stride-s pixel features (deep supervision,
     # as PSPNet's auxiliary loss): dense per-pixel gradient into the pixel decoder and the backbone, which
     # otherwise learn only through the superpixels. The classifier is not used at inference; 0 = off (and

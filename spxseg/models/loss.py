@@ -25,8 +25,43 @@ def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], ignore_
     return F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
 
 
+def label_distribution_at_stride(labels: Tensor, stride: int, size: tuple[int, int], num_classes: int,
+                                 ignore_index: int = 255, area: bool = False, dtype: torch.dtype = torch.float32
+                                 ) -> tuple[Tensor, Tensor]:
+    """The labels of each stride-s pixel as a class distribution, and how much of it is labelled.
+
+    ``area=False``: the one-hot label at the stride-s pixel's centre (:func:`labels_at_stride`), labelled 1 or 0.
+    ``area=True``: the class shares of the labelled image pixels of its s x s block, labelled by the share of
+    the block that is: a pole two pixels wide at stride 4 is half of every block it crosses, where the centre
+    sample keeps it in half of the columns it crosses and in none of them at one pixel wide.
+
+    Args:
+        labels: (B, H, W) train ids, ``ignore_index`` for unlabelled pixels.
+        size: (h, w), the association's padded grid (>= ceil(H / s), ceil(W / s)); padding is unlabelled.
+        dtype: of both outputs.
+    Returns:
+        distribution (B, K, h, w) summing to 1 where labelled (0 elsewhere), labelled share (B, h, w) in [0, 1].
+    """
+    h, w = size
+    if not area:
+        small = labels_at_stride(labels, stride, size, ignore_index)
+        labelled = small != ignore_index
+        onehot = F.one_hot(torch.where(labelled, small, 0), num_classes).permute(0, 3, 1, 2).to(dtype)
+        return onehot * labelled.unsqueeze(1), labelled.to(dtype)
+    labelled = labels != ignore_index
+    onehot = F.one_hot(torch.where(labelled, labels, 0), num_classes).permute(0, 3, 1, 2).to(dtype)
+    onehot = onehot * labelled.unsqueeze(1)
+    rows, cols = labels.shape[-2:]
+    # padded with unlabelled pixels up to the grid's image size, so each block sums its own s x s pixels
+    onehot = F.pad(onehot, (0, w * stride - cols, 0, h * stride - rows))
+    counts = F.avg_pool2d(onehot, stride) * stride**2  # (B, K, h, w) labelled pixels of each class per block
+    total = counts.sum(1)  # (B, h, w)
+    return counts / total.clamp_min(1.0).unsqueeze(1), total / stride**2
+
+
 def superpixel_targets(
-    assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int, ignore_index: int = 255
+    assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int, ignore_index: int = 255,
+    area_labels: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Association-weighted label histogram of each superpixel.
 
@@ -35,15 +70,15 @@ def superpixel_targets(
         labels: (B, H, W) train ids, ``ignore_index`` for unlabelled pixels.
         stride: s, pixel stride of the association.
         cell: c, cell size of the association.
+        area_labels: each stride-s pixel brings its s x s block's class shares (weighted by its labelled
+            share) rather than the label at its centre (:func:`label_distribution_at_stride`).
     Returns:
         histogram (B, Gh, Gw, K) summing to 1 where there is labelled mass, and that mass (B, Gh, Gw).
     """
-    small = labels_at_stride(labels, stride, assoc.shape[-2:], ignore_index)
-    labelled = small != ignore_index  # (B, h, w)
-    onehot = F.one_hot(torch.where(labelled, small, 0), num_classes).to(assoc.dtype)  # (B, h, w, K)
-    onehot = onehot * labelled.unsqueeze(-1)
+    dist, labelled = label_distribution_at_stride(labels, stride, assoc.shape[-2:], num_classes, ignore_index,
+                                                  area_labels, assoc.dtype)
     weights = ops.assoc_to_cells(assoc * labelled.unsqueeze(1), cell)  # (B, Gh, Gw, 9, n)
-    total, mass = ops.pooled_sums(weights, ops.to_cells(onehot.permute(0, 3, 1, 2), cell))
+    total, mass = ops.pooled_sums(weights, ops.to_cells(dist, cell))
     mass = mass.squeeze(-1)
     return total / mass.clamp_min(1e-6).unsqueeze(-1), mass
 
@@ -119,8 +154,8 @@ def hardest_mean(per_pixel: Tensor, labelled: Tensor, fraction: float) -> Tensor
 
 
 def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride: int, cell: int,
-                        ignore_index: int = 255, class_weights: Tensor | None = None, hard_fraction: float = 1.0
-                        ) -> Tensor:
+                        ignore_index: int = 255, class_weights: Tensor | None = None, hard_fraction: float = 1.0,
+                        area_labels: bool = False) -> Tensor:
     """SSN's label reconstruction: how well the superpixels, as the association cuts them, carry the labels.
 
     The one-hot labels at the stride-s pixel centres are pooled into superpixel histograms through the
@@ -135,12 +170,23 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
         class_weights: (K,) weight of each pixel's term by its class, or None.
         hard_fraction: average over the worst-reconstructed fraction of the labelled pixels only (the thin
             structures and boundaries a superpixel cuts wrong); 1 = all of them.
+        area_labels: Y is each stride-s pixel's s x s block of class shares (:func:`label_distribution_at_stride`),
+            pooled by its labelled share, and the per-pixel term is ``KL(Y || Y')`` (the cross-entropy less Y's
+            own entropy, so that a block that is half pole is not among the worst for its entropy alone), over
+            the pixels with any labelled share; with class weights, ``sum_k w_k Y_k log(Y_k / Y'_k)``.
     Returns:
         scalar loss: the (weighted) sum over the (hardest) labelled pixels / their number (0 when none).
     """
-    hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index)  # (B, Gh, Gw, K)
+    hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index, area_labels)  # (B, Gh, Gw, K)
     recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
-    return _nll_at_stride(recon.clamp_min(1e-8).log(), labels, stride, ignore_index, class_weights, hard_fraction)
+    if not area_labels:
+        return _nll_at_stride(recon.clamp_min(1e-8).log(), labels, stride, ignore_index, class_weights, hard_fraction)
+    dist, labelled = label_distribution_at_stride(labels, stride, assoc.shape[-2:], num_classes, ignore_index, True,
+                                                  recon.dtype)
+    terms = torch.xlogy(dist, dist) - dist * recon.clamp_min(1e-8).log()  # (B, K, h, w); 0 where Y_k = 0
+    if class_weights is not None:
+        terms = terms * class_weights.to(terms.dtype).view(1, -1, 1, 1)
+    return hardest_mean(terms.sum(1), labelled > 0, hard_fraction)
 
 
 def _nll_at_stride(log_probs: Tensor, labels: Tensor, stride: int, ignore_index: int,
@@ -195,7 +241,8 @@ def segmentation_loss(
     cell = out.assoc.shape[-2] // gh
     if cfg.superpixel_weight > 0:
         with torch.no_grad():
-            target, mass = superpixel_targets(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index)
+            target, mass = superpixel_targets(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
+                                              cfg.area_labels)
         sp_log_probs = out.sp_logits.float().permute(0, 2, 3, 1).log_softmax(-1)  # (B, Gh, Gw, K)
         if weights is not None:
             target = target * weights
@@ -205,7 +252,7 @@ def segmentation_loss(
         total = total + cfg.superpixel_weight * superpixel
     if cfg.reconstruction_weight > 0:
         reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
-                                             weights, cfg.reconstruction_hard_fraction)
+                                             weights, cfg.reconstruction_hard_fraction, cfg.area_labels)
         total = total + cfg.reconstruction_weight * reconstruction
     aux = None
     if cfg.aux_pixel_weight > 0 and out.aux_logits is not None:

@@ -14,6 +14,7 @@ from spxseg.models import build_model, model_loss
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.loss import (
     enet_class_weights,
+    label_distribution_at_stride,
     pixel_mean,
     reconstruction_loss,
     segmentation_loss,
@@ -110,13 +111,98 @@ def test_superpixel_hard_fraction_averages_the_hardest_superpixels() -> None:
     assert terms.superpixel > per_sp.mean()
 
 
+def test_area_labels_are_the_class_shares_of_each_block() -> None:
+    """Against a loop over the s x s blocks: class counts over labelled pixels / their number, and the labelled
+    share of the block; the image is not a multiple of s and the grid is padded past it (unlabelled)."""
+    torch.manual_seed(0)
+    s, k = 4, 3
+    labels = torch.randint(0, k, (2, 10, 13))
+    labels[0, :3, :5] = 255
+    dist, share = label_distribution_at_stride(labels, s, (4, 5), k, area=True, dtype=torch.float64)
+    assert dist.shape == (2, k, 4, 5) and share.shape == (2, 4, 5)
+    for b in range(2):
+        for y in range(4):
+            for x in range(5):
+                block = labels[b, y * s : (y + 1) * s, x * s : (x + 1) * s]
+                block = block[block != 255]
+                assert share[b, y, x].item() == pytest.approx(block.numel() / s**2)
+                for c in range(k):
+                    want = (block == c).sum().item() / block.numel() if block.numel() else 0.0
+                    assert dist[b, c, y, x].item() == pytest.approx(want)
+
+
+def test_area_labels_keep_a_pole_the_centre_sample_misses() -> None:
+    """A one-pixel pole in a column the stride-4 centres (columns 2, 6, ...) skip: the centre targets have no pole,
+    the area targets a quarter of each block it crosses, and the superpixel's histogram carries it."""
+    labels = torch.zeros(1, 16, 16, dtype=torch.long)
+    labels[0, :, 4] = 1  # column 4: not a centre column at stride 4
+    own_cell = torch.zeros(1, 9, 4, 4, dtype=torch.float64)
+    own_cell[:, 4] = 1.0
+    centre, _ = superpixel_targets(own_cell, labels, 2, stride=4, cell=2)
+    area, mass = superpixel_targets(own_cell, labels, 2, stride=4, cell=2, area_labels=True)
+    assert centre[..., 1].max().item() == 0.0
+    # superpixel (y, 0) covers an 8x8 block of image pixels (columns 0-7): the pole is 8 of its 64
+    assert area[0, :, 0, 1].tolist() == pytest.approx([8 / 64] * 2)
+    assert area[0, :, 1, 1].tolist() == [0.0, 0.0]
+    assert mass[0].tolist() == [[4.0, 4.0]] * 2  # four stride-4 pixels, each fully labelled
+
+
+def test_area_labels_at_stride_1_are_the_centre_labels() -> None:
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (2, 6, 8))
+    labels[0, :2] = 255
+    assoc = torch.randn(2, 9, 6, 8, dtype=torch.float64).softmax(1)
+    for fraction in (1.0, 0.1):
+        centre = reconstruction_loss(assoc, labels, 3, 1, 2, hard_fraction=fraction)
+        area = reconstruction_loss(assoc, labels, 3, 1, 2, hard_fraction=fraction, area_labels=True)
+        assert area.item() == pytest.approx(centre.item(), rel=1e-9)
+    hist, mass = superpixel_targets(assoc, labels, 3, 1, 2)
+    hist_area, mass_area = superpixel_targets(assoc, labels, 3, 1, 2, area_labels=True)
+    torch.testing.assert_close(hist_area, hist)
+    torch.testing.assert_close(mass_area, mass)
+
+
+def test_area_reconstruction_is_the_kl_of_the_block_shares() -> None:
+    """Against its plain formulation: ``Y' = A (A^T (share * Y) / mass)`` and the per-pixel
+    ``sum_k w_k Y_k log(Y_k / Y'_k)`` over the pixels with labelled share, averaged (or over its largest fraction)."""
+    torch.manual_seed(0)
+    s, cell, k = 2, 2, 3
+    labels = torch.randint(0, k, (2, 12, 16))
+    labels[1, 4:8] = 255
+    labels[0, :, 5] = 255
+    assoc = torch.randn(2, 9, 6, 8, dtype=torch.float64, requires_grad=True).softmax(1)
+    weights = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    dist, share = label_distribution_at_stride(labels, s, (6, 8), k, area=True, dtype=torch.float64)
+    # the pool, written out: superpixel m gets sum_p A[j(p, m), p] share_p Y_p / sum_p A[j(p, m), p] share_p
+    hist = torch.zeros(2, k, 3, 4, dtype=torch.float64)
+    mass = torch.zeros(2, 3, 4, dtype=torch.float64)
+    for b in range(2):
+        for y in range(6):
+            for x in range(8):
+                for j, (dy, dx) in enumerate(ops.OFFSETS):
+                    gy, gx = y // cell + dy, x // cell + dx
+                    if 0 <= gy < 3 and 0 <= gx < 4:
+                        a = assoc[b, j, y, x] * share[b, y, x]
+                        hist[b, :, gy, gx] += a * dist[b, :, y, x]
+                        mass[b, gy, gx] += a
+    recon = ops.project(assoc, hist / mass.clamp_min(1e-6)[:, None])
+    per_pixel = (weights.view(1, k, 1, 1) * (torch.xlogy(dist, dist) - dist * recon.log())).sum(1)[share > 0]
+    for fraction in (1.0, 0.25):
+        got = reconstruction_loss(assoc, labels, k, s, cell, class_weights=weights, hard_fraction=fraction,
+                                  area_labels=True)
+        keep = math.ceil(fraction * per_pixel.numel())
+        assert got.item() == pytest.approx(per_pixel.sort(descending=True).values[:keep].mean().item(), rel=1e-9)
+    got.backward()  # the gradient reaches the association
+
+
 @pytest.mark.parametrize("architecture", ["spx", "fpn"])
 def test_loss_options_reach_the_total(architecture) -> None:
     if architecture == "fpn":
         pytest.importorskip("segmentation_models_pytorch")
     torch.manual_seed(0)
     cfg = {**TINY, "architecture": architecture,
-           "loss": {"reconstruction_weight": 2.0, "hard_pixel_fraction": 0.5, "aux_pixel_weight": 0.3}}
+           "loss": {"reconstruction_weight": 2.0, "hard_pixel_fraction": 0.5, "aux_pixel_weight": 0.3,
+                    "area_labels": True}}
     model = build_model(cfg if architecture == "spx" else {k: v for k, v in cfg.items() if k in
                                                            ("architecture", "num_classes", "backbone", "loss")})
     x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
