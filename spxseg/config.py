@@ -131,6 +131,10 @@ class ModelConfig:
     # 3x3 conv-BN-ReLU layers at the end of the pixel decoder, each of kind fuse_conv. CamVid study (spx_lite0_mid):
     # a second dense one gave 60.1 against 59.8 / 60.0, within seed noise, for 48 ms at 360x480: 1 in every config
     fuse_layers: int = 1
+    # dense 3x3 conv-BN-ReLU on the pixel decoder's top-down sum at each of this many coarsest backbone stages
+    # (stride 32, then 16, ...) before it is upsampled, as FPN's per-level 3x3s: context where a dense conv is
+    # cheap. 0 = the plain 1x1 sum
+    context_convs: int = 0
     # pad the image to a multiple of the backbone's coarsest stride (32) before the backbone, as the smp peers
     # must; false runs the backbone on the image itself (its stage maps are the ceil of size / stride, which the
     # pixel decoder resizes between): 384x480 -> 360x480 is 6% fewer backbone pixels. Ours only. CamVid study

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 class PixelDecoder(nn.Module):
     """1x1 projection of each stage, upsampled and summed down to stride ``s``, then 3x3 conv-BN-ReLU layers
-    (one by default; ``fuse_layers``).
+    (one by default; ``fuse_layers``). With ``context_convs`` = N, the running sum also goes through a dense 3x3
+    conv-BN-ReLU at each of the N coarsest stages before it is upsampled.
 
     The sum runs top-down (coarsest first, upsampling the running sum to the next stage's size), so
     only one upsampling happens at the full stride-``s`` size. The 3x3 conv is depthwise-separable
@@ -27,7 +28,7 @@ class PixelDecoder(nn.Module):
     """
 
     def __init__(self, in_channels: list[int], channels: int, fuse_conv: str = "separable", fuse_layers: int = 1,
-                 strides: list[int] | None = None) -> None:
+                 strides: list[int] | None = None, context_convs: int = 0) -> None:
         super().__init__()
         # stage strides, finest first: each running sum is upsampled by the ratio of two strides and cut to the
         # finer map, so that stages of an input that is not a multiple of the coarsest stride (model.pad_input:
@@ -38,7 +39,14 @@ class PixelDecoder(nn.Module):
             raise ValueError(f"model.fuse_conv must be 'separable' or 'full', got {fuse_conv!r}")
         if fuse_layers < 1:
             raise ValueError(f"model.fuse_layers must be at least 1, got {fuse_layers}")
+        if not 0 <= context_convs < len(in_channels):
+            raise ValueError(f"model.context_convs must be in [0, {len(in_channels) - 1}] (the backbone stages coarser "
+                             f"than the finest), got {context_convs}")
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        # a dense 3x3 conv-BN-ReLU on the running sum at each of the ``context_convs`` coarsest stages, before it is
+        # upsampled (FPN's per-level 3x3s): context at strides where a dense conv costs little (at 360x480 a
+        # stride-32 map is 12x15 pixels, stride 16 23x30, against 90x120 at stride 4); coarsest first
+        self.context = nn.ModuleList(_conv_bn_relu(channels, "full") for _ in range(context_convs))
         # fuse_layers > 1: the extra blocks run before ``fuse``, which stays the last one so that the state-dict
         # keys of one-layer checkpoints do not change
         self.pre_fuse = nn.ModuleList(_conv_bn_relu(channels, fuse_conv) for _ in range(fuse_layers - 1))
@@ -48,6 +56,9 @@ class PixelDecoder(nn.Module):
         """Stage maps (B, C_i, h_i, w_i), finest first -> pixel features (B, C, h, w) at ``size``, channels-last."""
         out = self.lateral[-1](feats[-1]).contiguous(memory_format=torch.channels_last)
         for i in range(len(feats) - 2, -1, -1):
+            level = len(feats) - 2 - i  # 0 for the coarsest stage's map
+            if level < len(self.context):
+                out = self._run_block(self.context[level], out)
             proj, feat = self.lateral[i], feats[i]
             # bilinear weights sum to 1, so the bias can go on the small map before upsampling
             coarse = out + proj.bias.view(1, -1, 1, 1).to(out.dtype)

@@ -83,7 +83,7 @@ class SuperpixelModel(nn.Module):
         self.stride, self.cell = cfg.pixel_stride, cfg.cell
         self.backbone = Backbone(cfg.backbone, min_stride=cfg.pixel_stride)
         self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.channels, cfg.fuse_conv, cfg.fuse_layers,
-                                          self.backbone.strides)
+                                          self.backbone.strides, cfg.context_convs)
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio,
                                              cfg.cell, tok.position_bias, tok.shared_qk, tok.final_pool)

@@ -79,13 +79,15 @@ def test_tokenizer_gradients_match_reference(shared_qk, final_pool):
             torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize("fuse_conv,fuse_layers", [("separable", 1), ("full", 1), ("full", 2), ("separable", 3)])
+@pytest.mark.parametrize("fuse_conv,fuse_layers,context_convs",
+                         [("separable", 1, 0), ("full", 1, 0), ("full", 2, 0), ("separable", 3, 0), ("separable", 1, 1),
+                          ("full", 1, 2)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_pixel_decoder_matches_plain_convs(fuse_conv, fuse_layers, channels_last):
+def test_pixel_decoder_matches_plain_convs(fuse_conv, fuse_layers, context_convs, channels_last):
     torch.manual_seed(0)
-    dec = PixelDecoder([8, 16, 24], 12, fuse_conv, fuse_layers).double()
-    assert len(dec.pre_fuse) == fuse_layers - 1
-    for block in [*dec.pre_fuse, dec.fuse]:
+    dec = PixelDecoder([8, 16, 24], 12, fuse_conv, fuse_layers, context_convs=context_convs).double()
+    assert len(dec.pre_fuse) == fuse_layers - 1 and len(dec.context) == context_convs
+    for block in [*dec.pre_fuse, dec.fuse, *dec.context]:
         bn = block[-2]
         bn.running_mean.normal_()
         bn.running_var.uniform_(0.5, 2.0)
@@ -96,9 +98,12 @@ def test_pixel_decoder_matches_plain_convs(fuse_conv, fuse_layers, channels_last
         feats = [f.contiguous(memory_format=torch.channels_last) for f in feats]
     dec.eval()
     out = dec(feats, (16, 32))
-    # the plain formulation: conv, upsample, sum, then the Sequential of conv(s), BN (eval), ReLU
+    # the plain formulation: conv, (the coarse levels' 3x3 block,) upsample, sum, then the Sequential of conv(s),
+    # BN (eval), ReLU
     ref = dec.lateral[-1](feats[-1])
-    for proj, feat in zip(dec.lateral[-2::-1], feats[-2::-1]):
+    for level, (proj, feat) in enumerate(zip(dec.lateral[-2::-1], feats[-2::-1])):
+        if level < context_convs:
+            ref = dec.context[level](ref)
         ref = proj(feat) + F.interpolate(ref, size=feat.shape[-2:], mode="bilinear", align_corners=False)
     for block in dec.pre_fuse:
         ref = block(ref)
@@ -171,7 +176,9 @@ def test_fold_neighbors_compiled_path_matches_eager():
 
 
 @pytest.mark.parametrize("kwargs,match", [({"fuse_conv": "dense"}, "model.fuse_conv"),
-                                          ({"fuse_layers": 0}, "model.fuse_layers")])
+                                          ({"fuse_layers": 0}, "model.fuse_layers"),
+                                          ({"context_convs": 2}, "model.context_convs must be in \\[0, 1\\]"),
+                                          ({"context_convs": -1}, "model.context_convs")])
 def test_pixel_decoder_rejects_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PixelDecoder([8, 16], 12, **kwargs)
