@@ -44,8 +44,8 @@ class PixelDecoder(nn.Module):
                              f"than the finest), got {context_convs}")
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
         # a dense 3x3 conv-BN-ReLU on the running sum at each of the ``context_convs`` coarsest stages, before it is
-        # upsampled (FPN's per-level 3x3s): context at strides where a dense conv costs little (at 360x480 a
-        # stride-32 map is 12x15 pixels, stride 16 23x30, against 90x120 at stride 4); coarsest first
+        # upsampled (FPN's per-level 3x3s): context at strides where a dense conv costs little (360x480, padded to
+        # 384x480: a stride-32 map is 12x15 pixels, stride 16 24x30, against 96x120 at stride 4); coarsest first
         self.context = nn.ModuleList(_conv_bn_relu(channels, "full") for _ in range(context_convs))
         # fuse_layers > 1: the extra blocks run before ``fuse``, which stays the last one so that the state-dict
         # keys of one-layer checkpoints do not change
