@@ -77,6 +77,12 @@ def superpixel_targets(
     """
     dist, labelled = label_distribution_at_stride(labels, stride, assoc.shape[-2:], num_classes, ignore_index,
                                                   area_labels, assoc.dtype)
+    return _pooled_histograms(assoc, dist, labelled, cell)
+
+
+def _pooled_histograms(assoc: Tensor, dist: Tensor, labelled: Tensor, cell: int) -> tuple[Tensor, Tensor]:
+    """:func:`superpixel_targets` from the stride-s label distribution (B, K, h, w) and labelled share (B, h, w)
+    of :func:`label_distribution_at_stride`."""
     weights = ops.assoc_to_cells(assoc * labelled.unsqueeze(1), cell)  # (B, Gh, Gw, 9, n)
     total, mass = ops.pooled_sums(weights, ops.to_cells(dist, cell))
     mass = mass.squeeze(-1)
@@ -177,12 +183,12 @@ def reconstruction_loss(assoc: Tensor, labels: Tensor, num_classes: int, stride:
     Returns:
         scalar loss: the (weighted) sum over the (hardest) labelled pixels / their number (0 when none).
     """
-    hist, _ = superpixel_targets(assoc, labels, num_classes, stride, cell, ignore_index, area_labels)  # (B, Gh, Gw, K)
+    dist, labelled = label_distribution_at_stride(labels, stride, assoc.shape[-2:], num_classes, ignore_index,
+                                                  area_labels, assoc.dtype)
+    hist, _ = _pooled_histograms(assoc, dist, labelled, cell)  # (B, Gh, Gw, K)
     recon = ops.project(assoc, hist.permute(0, 3, 1, 2))  # (B, K, h, w)
     if not area_labels:
         return _nll_at_stride(recon.clamp_min(1e-8).log(), labels, stride, ignore_index, class_weights, hard_fraction)
-    dist, labelled = label_distribution_at_stride(labels, stride, assoc.shape[-2:], num_classes, ignore_index, True,
-                                                  recon.dtype)
     terms = torch.xlogy(dist, dist) - dist * recon.clamp_min(1e-8).log()  # (B, K, h, w); 0 where Y_k = 0
     if class_weights is not None:
         terms = terms * class_weights.to(terms.dtype).view(1, -1, 1, 1)
