@@ -95,14 +95,14 @@ def _fmt(value: float | None, sign: bool = False) -> str:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| option | on | reference, by seed | with it, by seed | difference, seed for seed | mean difference | "
-        + " | ".join(THIN) + " | kept |",
-        "|---|---|---|---|---|---:|" + "---:|" * len(THIN) + "---|",
+        "| option | on | reference, by seed | with it, by seed | paired seeds | difference, seed for seed "
+        "| mean difference | " + " | ".join(THIN) + " | kept |",
+        "|---|---|---|---|---|---|---:|" + "---:|" * len(THIN) + "---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['option']} | `{r['model']}` | {' / '.join(_fmt(v) for v in r['reference'])} "
-            f"| {' / '.join(_fmt(v) for v in r['variant'])} "
+            f"| {' / '.join(_fmt(v) for v in r['variant'])} | {', '.join(str(seed) for seed in r['seeds'])} "
             f"| {' / '.join(_fmt(d, True) for d in r['deltas']) or 'no seed in common'} "
             f"| {'**' + _fmt(r['mean_delta'], True) + '**' if r['deltas'] else ''} | "
             + " | ".join(_fmt(r["thin"][c], True) for c in THIN)

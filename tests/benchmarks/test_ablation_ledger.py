@@ -42,7 +42,7 @@ def test_pairs_by_seed(ledger_script, tmp_path) -> None:
     assert row["thin"]["sign"] == pytest.approx((5.0 - 2.0) / 2)
     assert row["thin"]["pole"] == pytest.approx(0.0)
     table = ledger_script.markdown([row])
-    assert "| +1.0 / -0.6 | **+0.2** | +1.5 |" in table
+    assert "| 61.0 / 61.4 / 70.0 | 0, 1 | +1.0 / -0.6 | **+0.2** | +1.5 |" in table
 
 
 def test_writes_between_the_readme_markers(ledger_script, tmp_path) -> None:
