@@ -6,9 +6,10 @@
 
 Reads ``benchmarks/results/camvid/ablations/ledger.yaml`` (one entry per comparison: the option, the config it
 was tried on, ``reference`` and ``variant`` as seed -> run name, and whether it was kept) and each run's final
-val evaluation, ``<run>.metrics.json`` beside it. For every entry it gives both means, the difference seed for
-seed (only seeds both sides have; a seed on one side only counts in that side's mean) and the mean
-difference on the classes issue 13 names as thin (sign, pole, pedestrian, bicyclist). With ``--write`` the table
+val evaluation, ``<run>.metrics.json`` beside it. For every entry the table gives each side's mIoU by seed, the
+seeds both sides have, the difference seed for seed over those (a seed on one side only is shown, not
+differenced), its mean, and the mean difference on the classes issue 13 names as thin (sign, pole, pedestrian,
+bicyclist); :func:`summarise` also returns each side's mean over all its seeds. With ``--write`` the table
 goes between the ``ablation-ledger`` markers of ``benchmarks/README.md`` and the paired differences to
 ``results/camvid/ablation_ledger.png``.
 
