@@ -137,8 +137,9 @@ class ModelConfig:
     # (stride 32, then 16, ...) before it is upsampled, as FPN's per-level 3x3s: context where a dense conv is
     # cheap. 0 = the plain 1x1 sum. CamVid study (spx_lite0_mid): N = 1, +0.5% FLOPs, +0.3 val mIoU on the mean of
     # five seeds (ahead on each), signs +4.0, fence -2.1: 1 in spx_lite0_mid; N = 2, +2.4% FLOPs, four seeds: the
-    # same mIoU (62.85 against 62.95), signs +4.0 and poles +0.8, fence -3.8 and pedestrians -4.5. On spx_lite0_base
-    # N = 1 cost 1.1 (seed 0): 0 there and in the light variant (benchmarks/README.md, one context conv; more seeds)
+    # same mIoU (62.85 against 62.95), signs +4.0 and poles +0.8, fence -3.8 and pedestrians -4.5. N = 1 cost
+    # spx_lite0_base 1.1 / 0.9 (seeds 0 / 1) and the light variant 0.5 (seed 0): 0 in both (benchmarks/README.md,
+    # one context conv; more seeds)
     context_convs: int = 0
     # pad the image to a multiple of the backbone's coarsest stride (32) before the backbone, as the smp peers
     # must; false runs the backbone on the image itself (its stage maps are the ceil of size / stride, which the
