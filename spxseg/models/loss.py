@@ -228,7 +228,8 @@ def segmentation_loss(
     Args:
         out: model output for images (B, 3, H, W).
         labels: (B, H, W) int64 train ids, ``cfg.ignore_index`` = unlabelled.
-        stride: the model's pixel stride s.
+        stride: the stride of ``out.assoc``, the model's ``stride`` (its pixel stride s unless
+            ``model.projection_stride``).
     """
     if labels.shape[-2:] != out.probs.shape[-2:]:
         raise ValueError(
@@ -262,7 +263,9 @@ def segmentation_loss(
         total = total + cfg.reconstruction_weight * reconstruction
     aux = None
     if cfg.aux_pixel_weight > 0 and out.aux_logits is not None:
-        aux = aux_pixel_loss(out.aux_logits, labels, stride, cfg.ignore_index, weights)
+        # the auxiliary classifier is at the pixel stride, a multiple of the association's: both cover the padded grid
+        aux_stride = stride * out.assoc.shape[-2] // out.aux_logits.shape[-2]
+        aux = aux_pixel_loss(out.aux_logits, labels, aux_stride, cfg.ignore_index, weights)
         total = total + cfg.aux_pixel_weight * aux
     return LossTerms(total, pixel, superpixel, reconstruction, aux)
 
@@ -284,4 +287,4 @@ def model_loss(out: SegOutput | DenseOutput, labels: Tensor, cfg: ModelConfig) -
     """The training loss of either architecture: :func:`segmentation_loss` for ours, cross-entropy for peers."""
     if isinstance(out, DenseOutput):
         return cross_entropy_loss(out, labels, cfg.loss)
-    return segmentation_loss(out, labels, cfg.loss, cfg.pixel_stride)
+    return segmentation_loss(out, labels, cfg.loss, cfg.projection_stride or cfg.pixel_stride)

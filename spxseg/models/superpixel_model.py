@@ -7,6 +7,7 @@ association-weighted mixture of the 9 neighbouring superpixels' class distributi
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from spxseg.config import ModelConfig
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.backbone import Backbone, freeze_bn_statistics
+from spxseg.models.fine_association import FineAssociation
 from spxseg.models.global_transformer import GlobalTransformer
 from spxseg.models.pixel_decoder import PixelDecoder
 from spxseg.models.resample_argmax import resample_argmax, upsample_argmax
@@ -27,9 +29,10 @@ class SegOutput(NamedTuple):
 
     probs: (B, K, H, W) class probabilities (each pixel sums to 1).
     sp_logits: (B, K, Gh, Gw) superpixel class logits.
-    assoc: (B, 9, h, w) final pixel-superpixel association at stride s over the padded
-        grid (h = Gh * cell, w = Gw * cell); ``project(assoc, sp_logits.softmax(1))`` gives the
-        probabilities at stride s.
+    assoc: (B, 9, h, w) final pixel-superpixel association at the projection stride (``model.stride``: the
+        pixel stride s, or ``model.projection_stride``) over the padded grid (h = Gh * cell, w = Gw * cell with
+        ``model.cell``, the cell at that stride); ``project(assoc, sp_logits.softmax(1))`` gives the
+        probabilities at that stride.
     superpixels: (B, H, W) int64 hard superpixel id (row-major index into the Gh x Gw grid).
     aux_logits: (B, K, h, w) logits of the auxiliary pixel classifier at stride s (padded grid), in training
         with ``model.loss.aux_pixel_weight`` > 0 only; None otherwise (it is a training signal, not a prediction).
@@ -54,7 +57,7 @@ class Prediction(NamedTuple):
 
 
 class CoarseOutput(NamedTuple):
-    """The model's output before any full-resolution map: probs (B, K, h, w) at stride s over the padded
+    """The model's output before any full-resolution map: probs (B, K, h, w) at the projection stride over the padded
     grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc (B, Gh, Gw, 9, n) in cell layout and
     the image size that grid covers, (Hp, Wp) = (h * s, w * s) >= (H, W) (not the backbone's padded input:
     whole cells, not multiples of its stride); aux_logits as in :class:`SegOutput`."""
@@ -73,17 +76,35 @@ class SuperpixelModel(nn.Module):
     :class:`~spxseg.models.global_transformer.GlobalTransformer`) and ``classifier``; these attribute
     names are the checkpoints' state-dict prefixes and the profiler's stage names. With
     ``model.loss.aux_pixel_weight`` > 0 also ``aux_classifier``, a 1x1 conv on the pixel features that only
-    training runs.
+    training runs; with ``model.projection_stride`` finer than the pixel stride also ``fine_association``.
+
+    ``stride`` and ``cell`` are those of the final association, which the outputs are at (the pixel stride
+    and ``model.cell`` unless ``model.projection_stride``); ``pixel_stride`` and ``pixel_cell`` the tokenizer's.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         _check_sizes(cfg)
         self.cfg = cfg
-        self.stride, self.cell = cfg.pixel_stride, cfg.cell
-        self.backbone = Backbone(cfg.backbone, min_stride=cfg.pixel_stride)
-        self.pixel_decoder = PixelDecoder(self.backbone.channels, cfg.channels, cfg.fuse_conv, cfg.fuse_layers,
-                                          self.backbone.strides, cfg.context_convs)
+        self.pixel_stride, self.pixel_cell = cfg.pixel_stride, cfg.cell
+        self.stride = cfg.projection_stride or cfg.pixel_stride  # the final association's
+        self.cell = cfg.cell * cfg.pixel_stride // self.stride
+        self.backbone = Backbone(cfg.backbone, min_stride=self.stride)
+        # stages finer than the pixel features feed the fine association only
+        self.num_fine = sum(r < cfg.pixel_stride for r in self.backbone.strides)
+        coarse_channels, coarse_strides = self.backbone.channels[self.num_fine:], self.backbone.strides[self.num_fine:]
+        self.pixel_decoder = PixelDecoder(coarse_channels, cfg.channels, cfg.fuse_conv, cfg.fuse_layers,
+                                          coarse_strides, cfg.context_convs)
+        self.fine_association = None
+        if self.stride != cfg.pixel_stride:
+            fine = self.backbone.strides[: self.num_fine]
+            expected = [self.stride * 2**i for i in range(int(math.log2(cfg.pixel_stride // self.stride)))]
+            if fine != expected:
+                raise ValueError(f"model.projection_stride={cfg.projection_stride}: needs backbone stages at strides "
+                                 f"{expected} below model.pixel_stride={cfg.pixel_stride}; {cfg.backbone.name} has "
+                                 f"{self.backbone.strides}")
+            self.fine_association = FineAssociation(self.backbone.channels[: self.num_fine], cfg.channels,
+                                                    cfg.projection_channels)
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio,
                                              cfg.cell, tok.position_bias, tok.shared_qk, tok.final_pool)
@@ -178,15 +199,18 @@ class SuperpixelModel(nn.Module):
         b, _, height, width = images.shape
         x = pad_to_multiple(images, self.size_multiple)
         # the superpixel grid covers the stride-s pixels that cover the image, rounded up to whole cells
-        gh, gw = -(-height // (self.stride * self.cell)), -(-width // (self.stride * self.cell))
-        h, w = gh * self.cell, gw * self.cell
-        pad_h, pad_w = h * self.stride - height, w * self.stride - width
+        stride, cell = self.pixel_stride, self.pixel_cell
+        gh, gw = -(-height // (stride * cell)), -(-width // (stride * cell))
+        h, w = gh * cell, gw * cell
+        pad_h, pad_w = h * stride - height, w * stride - width
 
         # the backbone's stride-s map: ceil(size / s) (its strided convs pad), exact for a padded input
-        size = (-(-x.shape[-2] // self.stride), -(-x.shape[-1] // self.stride))
-        pix = _crop_or_pad(self.pixel_decoder(self.backbone(x), size), h, w)  # (B, C, h, w), channels-last
-        aux_logits = self.aux_classifier(pix) if self.training and self.aux_classifier is not None else None
-        pix = ops.to_cells(pix, self.cell)  # (B, Gh, Gw, n, C)
+        size = (-(-x.shape[-2] // stride), -(-x.shape[-1] // stride))
+        feats = self.backbone(x)
+        fine_feats, feats = feats[: self.num_fine], feats[self.num_fine :]
+        pix_map = _crop_or_pad(self.pixel_decoder(feats, size), h, w)  # (B, C, h, w), channels-last
+        aux_logits = self.aux_classifier(pix_map) if self.training and self.aux_classifier is not None else None
+        pix = ops.to_cells(pix_map, cell)  # (B, Gh, Gw, n, C)
         # validity of the stride-s pixels: only needed (and only computed) when the input was padded
         valid = self._valid_cells(height, width, h, w, images).expand(b, -1, -1, -1, -1) if pad_h or pad_w else None
         sp, assoc, pix = self.tokenizer(pix, valid)  # assoc (B, Gh, Gw, 9, n)
@@ -195,6 +219,8 @@ class SuperpixelModel(nn.Module):
         # that precision even under autocast: bf16 centroids are off by pixels, bf16 probabilities do not sum to 1
         with torch.autocast(images.device.type, enabled=False):
             centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords.to(assoc.dtype))
+        if self.fine_association is not None:  # the association the classes are projected through, at stride f
+            assoc = self.fine_association(pix_map, fine_feats, sp, self.cell)
         if self.cell_max:  # [S, max over the cell's image pixels of F]: (B, Gh, Gw, 2C)
             sp = torch.cat([sp, _cell_max(pix, valid)], -1)
         tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)
@@ -203,21 +229,21 @@ class SuperpixelModel(nn.Module):
             sp_probs = sp_logits.to(assoc.dtype).softmax(-1)
             probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
         probs = _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)  # (B, K, h, w), channels-last in memory
-        return CoarseOutput(probs, sp_logits, assoc, (h * self.stride, w * self.stride), aux_logits)
+        return CoarseOutput(probs, sp_logits, assoc, (h * stride, w * stride), aux_logits)
 
     def _valid_cells(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
         """(1, Gh, Gw, 1, n): 1 where the stride-s pixel covers part of the image, 0 for padding."""
-        rows = (torch.arange(h, device=like.device) * self.stride < height).view(h, 1)
-        cols = (torch.arange(w, device=like.device) * self.stride < width).view(1, w)
+        rows = (torch.arange(h, device=like.device) * self.pixel_stride < height).view(h, 1)
+        cols = (torch.arange(w, device=like.device) * self.pixel_stride < width).view(1, w)
         valid = (rows & cols).to(like.dtype).view(1, 1, h, w)
-        return ops.to_cells(valid, self.cell).transpose(-1, -2)
+        return ops.to_cells(valid, self.pixel_cell).transpose(-1, -2)
 
     def _pixel_coords(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
         """(1, Gh, Gw, n, 2): (y, x) of each stride-s pixel centre, normalised to the image."""
-        ys = (torch.arange(h, device=like.device, dtype=torch.float32) + 0.5) * self.stride / height
-        xs = (torch.arange(w, device=like.device, dtype=torch.float32) + 0.5) * self.stride / width
+        ys = (torch.arange(h, device=like.device, dtype=torch.float32) + 0.5) * self.pixel_stride / height
+        xs = (torch.arange(w, device=like.device, dtype=torch.float32) + 0.5) * self.pixel_stride / width
         grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))  # (2, h, w)
-        return ops.to_cells(grid.unsqueeze(0), self.cell)
+        return ops.to_cells(grid.unsqueeze(0), self.pixel_cell)
 
     def _hard_ids(self, assoc: Tensor) -> Tensor:
         """Hard superpixel id per image pixel (B, Hp, Wp) from the association (B, Gh, Gw, 9, n)."""
@@ -263,6 +289,12 @@ def _check_sizes(cfg: ModelConfig) -> None:
     for key, value in {"tokenizer.iters": cfg.tokenizer.iters, "transformer.layers": cfg.transformer.layers}.items():
         if value < 0:  # 0 is an ablation: no local iterations / no global layers
             raise ValueError(f"model.{key} must be >= 0, got {value}")
+    f, s = cfg.projection_stride, cfg.pixel_stride
+    if f and (f < 1 or f > s or s % f or (s // f) & (s // f - 1)):
+        raise ValueError(f"model.projection_stride must be 0 (the pixel stride) or model.pixel_stride={s} divided by a "
+                         f"power of two, got {f}")
+    if f and f != s and cfg.projection_channels < 1:
+        raise ValueError(f"model.projection_channels must be >= 1, got {cfg.projection_channels}")
 
 
 def _cell_max(pix: Tensor, valid: Tensor | None) -> Tensor:

@@ -1,0 +1,138 @@
+"""The final association at a finer stride (``model.projection_stride``): its maths against a per-pixel loop, and
+the model's outputs, losses and lean path at that stride."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spxseg import build_model
+from spxseg.models import model_loss, segmentation_loss
+from spxseg.models import superpixel_ops as ops
+from spxseg.models.fine_association import FineAssociation
+
+SMALL = {  # tests/models/test_model.py's small model
+    "num_classes": 5,
+    "backbone": {"name": "resnet18"},
+    "channels": 32,
+    "cell": 4,
+    "tokenizer": {"iters": 2, "heads": 2},
+    "transformer": {"layers": 1, "dim": 64, "heads": 4},
+}
+
+
+def _plain_association(feats: torch.Tensor, sp: torch.Tensor, module: FineAssociation, cell: int) -> torch.Tensor:
+    """Per fine pixel: softmax over the in-grid ones of its cell's 9 neighbours of <LN(q), LN(Wk s)> / sqrt(dim).
+
+    feats (B, dim, H, W) fine pixel features, sp (B, Gh, Gw, C) -> (B, 9, H, W) with 0 for out-of-grid neighbours.
+    """
+    b, dim, height, width = feats.shape
+    gh, gw = sp.shape[1:3]
+    query = module.query_norm(feats.permute(0, 2, 3, 1))  # (B, H, W, dim)
+    key = module.key_norm(module.key(sp))  # (B, Gh, Gw, dim)
+    out = torch.zeros(b, 9, height, width, dtype=feats.dtype)
+    for y in range(height):
+        for x in range(width):
+            gy, gx = y // cell, x // cell
+            logits = torch.full((b, 9), float("-inf"), dtype=feats.dtype)
+            for j, (dy, dx) in enumerate(ops.OFFSETS):
+                ny, nx = gy + dy, gx + dx
+                if 0 <= ny < gh and 0 <= nx < gw:
+                    logits[:, j] = (query[:, y, x] * key[:, ny, nx]).sum(-1) / dim**0.5
+            out[:, :, y, x] = logits.softmax(1)
+    return out
+
+
+def test_fine_association_matches_its_plain_formulation() -> None:
+    """float64: the cell-layout association equals a per-pixel loop, neighbours outside the grid get nothing."""
+    torch.manual_seed(0)
+    module = FineAssociation([6, 5], channels=8, dim=4).double()
+    pix = torch.randn(2, 8, 6, 6, dtype=torch.float64)  # stride-s features: 3 x 3 cells of cell 2 at stride s
+    # the stages at s/4 and s/2, larger than the grid (cut) or smaller (zero-padded)
+    stages = [torch.randn(2, 6, 25, 25, dtype=torch.float64), torch.randn(2, 5, 13, 11, dtype=torch.float64)]
+    sp = torch.randn(2, 3, 3, 8, dtype=torch.float64)
+    cell = 2 * 4
+    with torch.no_grad():
+        assoc = ops.assoc_from_cells(module(pix, stages, sp, cell), cell)  # (B, 9, 24, 24)
+        feats = module.pixel_features(pix, stages)
+        expected = _plain_association(feats, sp, module, cell)
+    assert feats.shape == (2, 4, 24, 24) and assoc.shape == (2, 9, 24, 24)
+    torch.testing.assert_close(assoc, expected, rtol=1e-12, atol=1e-12)
+    # the fine features: the stride-s map's projection upsampled x2 per stage, plus each stage's projection
+    with torch.no_grad():
+        top = F.interpolate(module.top(pix), scale_factor=2, mode="bilinear", align_corners=False)
+        half = top + F.pad(module.lateral[1](stages[1])[..., :12, :], (0, 1))
+        mid = F.interpolate(half, scale_factor=2, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(feats, mid + module.lateral[0](stages[0])[..., :24, :24], rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def fine_model():
+    torch.manual_seed(0)
+    return build_model({**SMALL, "projection_stride": 2, "projection_channels": 8})
+
+
+def test_projection_stride_puts_the_association_and_outputs_at_the_finer_stride(fine_model) -> None:
+    model = fine_model
+    assert model.stride == 2 and model.cell == 8 and model.pixel_stride == 4 and model.pixel_cell == 4
+    assert model.fine_association is not None
+    h, w = 70, 90  # padded to whole 16-pixel superpixels: 5 x 6 of them, 40 x 48 stride-2 pixels
+    images = torch.randn(2, 3, h, w)
+    out = model(images)
+    assert out.sp_logits.shape == (2, 5, 5, 6) and out.assoc.shape == (2, 9, 40, 48)
+    torch.testing.assert_close(out.assoc.sum(1), torch.ones(2, 40, 48))
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(2, h, w))
+    assert out.superpixels.min() >= 0 and out.superpixels.max() < 30
+
+    labels = torch.randint(0, 5, (2, h, w))
+    labels[:, :20] = 255
+    loss = model_loss(out, labels, model.cfg)
+    torch.testing.assert_close(loss.total, segmentation_loss(out, labels, model.cfg.loss, model.stride).total)
+    loss.total.backward()
+    for name, p in model.fine_association.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    model.zero_grad()
+
+
+def test_projection_stride_probabilities_and_lean_labels(fine_model) -> None:
+    """The probabilities are the classes projected through the stride-2 association and resized; ``predict``
+    gives their argmax without writing them, and the hard ids of the stride-2 association."""
+    model = fine_model.eval()
+    images = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        out = model(images)
+        pred = model.predict(images, superpixels=True)
+    at_stride = ops.project(out.assoc, out.sp_logits.softmax(1))  # (1, K, 32, 48)
+    expected = F.interpolate(at_stride, size=(64, 96), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out.probs, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(pred.labels, out.probs.argmax(1))
+    assert torch.equal(pred.superpixels, out.superpixels)
+    fine_model.train()
+
+
+def test_projection_stride_with_the_auxiliary_classifier() -> None:
+    """The auxiliary classifier stays at the pixel stride (its labels sampled there) when the association is finer."""
+    torch.manual_seed(0)
+    model = build_model({**SMALL, "projection_stride": 2, "loss": {"aux_pixel_weight": 0.4}})
+    out = model(torch.randn(1, 3, 64, 64))
+    assert out.aux_logits.shape == (1, 5, 16, 16) and out.assoc.shape == (1, 9, 32, 32)
+    labels = torch.randint(0, 5, (1, 64, 64))
+    loss = model_loss(out, labels, model.cfg)
+    small = labels[:, 2::4, 2::4]  # the stride-4 pixel centres
+    torch.testing.assert_close(loss.aux, F.cross_entropy(out.aux_logits, small))
+
+
+def test_default_projection_is_the_pixel_stride() -> None:
+    model = build_model(SMALL)
+    assert model.fine_association is None and (model.stride, model.cell) == (4, 4)
+    assert model.backbone.strides[0] == 4  # no finer stage is run through for nothing
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"projection_stride": 3}, "projection_stride must be 0 .* divided by a power of two, got 3"),
+    ({"projection_stride": 8}, "projection_stride must be 0 .* got 8"),
+    ({"projection_stride": 2, "backbone": {"name": "resnet18", "out_indices": [1, 2, 3, 4]}},
+     r"projection_stride=2: needs backbone stages at strides \[2\] .* has \[4, 8, 16, 32\]"),
+])
+def test_projection_stride_errors_name_the_key(overrides, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_model({**SMALL, **overrides})
