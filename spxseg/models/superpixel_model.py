@@ -220,7 +220,7 @@ class SuperpixelModel(nn.Module):
         with torch.autocast(images.device.type, enabled=False):
             centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords.to(assoc.dtype))
         if self.fine_association is not None:  # the association the classes are projected through, at stride f
-            assoc = self.fine_association(pix_map, fine_feats, sp, self.cell)
+            assoc = self.fine_association(pix_map, fine_feats, sp, assoc)
         if self.cell_max:  # [S, max over the cell's image pixels of F]: (B, Gh, Gw, 2C)
             sp = torch.cat([sp, _cell_max(pix, valid)], -1)
         tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)

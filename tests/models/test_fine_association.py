@@ -20,11 +20,15 @@ SMALL = {  # tests/models/test_model.py's small model
 }
 
 
-def _plain_association(feats: torch.Tensor, sp: torch.Tensor, module: FineAssociation, cell: int) -> torch.Tensor:
-    """Per fine pixel: softmax over the in-grid ones of its cell's 9 neighbours of <LN(q), LN(Wk s)> / sqrt(dim).
+def _plain_association(feats: torch.Tensor, sp: torch.Tensor, coarse: torch.Tensor, module: FineAssociation,
+                       cell: int) -> torch.Tensor:
+    """Per fine pixel: softmax over the in-grid ones of its cell's 9 neighbours of its stride-s pixel's log A* plus
+    <LN(q), LN(Wk s)> / sqrt(dim).
 
-    feats (B, dim, H, W) fine pixel features, sp (B, Gh, Gw, C) -> (B, 9, H, W) with 0 for out-of-grid neighbours.
+    feats (B, dim, H, W) fine pixel features, sp (B, Gh, Gw, C), coarse (B, 9, h, w) the stride-s association ->
+    (B, 9, H, W) with 0 for out-of-grid neighbours.
     """
+    ratio = feats.shape[-1] // coarse.shape[-1]
     b, dim, height, width = feats.shape
     gh, gw = sp.shape[1:3]
     query = module.query_norm(feats.permute(0, 2, 3, 1))  # (B, H, W, dim)
@@ -37,24 +41,28 @@ def _plain_association(feats: torch.Tensor, sp: torch.Tensor, module: FineAssoci
             for j, (dy, dx) in enumerate(ops.OFFSETS):
                 ny, nx = gy + dy, gx + dx
                 if 0 <= ny < gh and 0 <= nx < gw:
-                    logits[:, j] = (query[:, y, x] * key[:, ny, nx]).sum(-1) / dim**0.5
+                    prior = coarse[:, j, y // ratio, x // ratio].log()
+                    logits[:, j] = prior + (query[:, y, x] * key[:, ny, nx]).sum(-1) / dim**0.5
             out[:, :, y, x] = logits.softmax(1)
     return out
 
 
 def test_fine_association_matches_its_plain_formulation() -> None:
     """float64: the cell-layout association equals a per-pixel loop, neighbours outside the grid get nothing."""
+
     torch.manual_seed(0)
     module = FineAssociation([6, 5], channels=8, dim=4).double()
     pix = torch.randn(2, 8, 6, 6, dtype=torch.float64)  # stride-s features: 3 x 3 cells of cell 2 at stride s
     # the stages at s/4 and s/2, larger than the grid (cut) or smaller (zero-padded)
     stages = [torch.randn(2, 6, 25, 25, dtype=torch.float64), torch.randn(2, 5, 13, 11, dtype=torch.float64)]
     sp = torch.randn(2, 3, 3, 8, dtype=torch.float64)
+    valid = ops.neighbor_valid(3, 3).view(1, 3, 3, 9, 1)
+    coarse = torch.randn(2, 3, 3, 9, 4, dtype=torch.float64).masked_fill(~valid, float("-inf")).softmax(3)
     cell = 2 * 4
     with torch.no_grad():
-        assoc = ops.assoc_from_cells(module(pix, stages, sp, cell), cell)  # (B, 9, 24, 24)
+        assoc = ops.assoc_from_cells(module(pix, stages, sp, coarse), cell)  # (B, 9, 24, 24)
         feats = module.pixel_features(pix, stages)
-        expected = _plain_association(feats, sp, module, cell)
+        expected = _plain_association(feats, sp, ops.assoc_from_cells(coarse, 2), module, cell)
     assert feats.shape == (2, 4, 24, 24) and assoc.shape == (2, 9, 24, 24)
     torch.testing.assert_close(assoc, expected, rtol=1e-12, atol=1e-12)
     # the fine features: the stride-s map's projection upsampled x2 per stage, plus each stage's projection
@@ -63,6 +71,19 @@ def test_fine_association_matches_its_plain_formulation() -> None:
         half = top + F.pad(module.lateral[1](stages[1])[..., :12, :], (0, 1))
         mid = F.interpolate(half, scale_factor=2, mode="bilinear", align_corners=False)
         torch.testing.assert_close(feats, mid + module.lateral[0](stages[0])[..., :24, :24], rtol=1e-12, atol=1e-12)
+
+
+def test_without_fine_keys_each_fine_pixel_takes_its_stride_s_pixels_association() -> None:
+    """Zero keys (no fine dot products): the stride-2 association is the stride-4 one, each pixel repeated 2x2."""
+    torch.manual_seed(0)
+    module = FineAssociation([6], channels=8, dim=4)
+    torch.nn.init.zeros_(module.key_norm.weight)
+    valid = ops.neighbor_valid(2, 3).view(1, 2, 3, 9, 1)
+    coarse = torch.randn(1, 2, 3, 9, 9).masked_fill(~valid, float("-inf")).softmax(3)  # cell 3 at stride s
+    with torch.no_grad():
+        fine = module(torch.randn(1, 8, 6, 9), [torch.randn(1, 6, 12, 18)], torch.randn(1, 2, 3, 8), coarse)
+    repeated = ops.assoc_from_cells(coarse, 3).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    torch.testing.assert_close(ops.assoc_from_cells(fine, 6), repeated)
 
 
 @pytest.fixture(scope="module")
