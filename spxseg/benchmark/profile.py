@@ -221,5 +221,6 @@ def format_table(rows: Sequence[Row], reference: str | None = None) -> str:
 
 def format_stages(stages: dict[str, float]) -> str:
     total = stages["total"]
-    parts = [f"{name} {stages[name]:.1f} ms ({100 * stages[name] / total:.0f}%)" for name in (*STAGES, "head")]
+    parts = [f"{name} {stages[name]:.1f} ms ({100 * stages[name] / total:.0f}%)" for name in (*STAGES, "head")
+             if name in stages]
     return f"per stage (eager, total {total:.1f} ms): " + ", ".join(parts)

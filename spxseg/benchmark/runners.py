@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from spxseg.benchmark.settings import RunSettings, synchronize
 
-STAGES = ("backbone", "pixel_decoder", "tokenizer", "transformer")
+# in call order; fine_association only in models with a finer model.projection_stride
+STAGES = ("backbone", "pixel_decoder", "tokenizer", "fine_association", "transformer")
 
 class LabelMap(nn.Module):
     """A model's lean label path as a module: ``model.predict(x, size=size).labels`` (B, H, W) int64.
@@ -86,7 +87,8 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
                     ) -> dict[str, float]:
     """Median time (ms) of each stage of our (eager) model, from forward hooks on its sub-modules.
 
-    Returns ``backbone``, ``pixel_decoder``, ``tokenizer``, ``transformer``, ``head`` (everything
+    Returns ``backbone``, ``pixel_decoder``, ``tokenizer``, ``fine_association`` (models that have one),
+    ``transformer``, ``head`` (everything
     else: padding, cell layout, centroids, classifier, projection, upsampling, hard ids) and
     ``total``. On CUDA each stage is timed with events recorded by the hooks, so stages run back to
     back without extra synchronisation.
@@ -115,7 +117,8 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
 
         return hook
 
-    for name in STAGES:
+    stages = [name for name in STAGES if getattr(model, name, None) is not None]
+    for name in stages:
         module = getattr(model, name)
         handles.append(module.register_forward_pre_hook(pre_hook(name)))
         handles.append(module.register_forward_hook(post_hook(name)))
@@ -123,7 +126,7 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
     def elapsed(start: Any, end: Any) -> float:
         return start.elapsed_time(end) if cuda else (end - start) * 1e3
 
-    samples: dict[str, list[float]] = {name: [] for name in (*STAGES, "head", "total")}
+    samples: dict[str, list[float]] = {name: [] for name in (*stages, "head", "total")}
     try:
         with torch.inference_mode(), settings.autocast():
             for i in range(warmup + iters):
@@ -136,7 +139,7 @@ def stage_breakdown(model: nn.Module, x: Tensor, settings: RunSettings, iters: i
                 if i < warmup:
                     continue
                 total = elapsed(start, end)
-                parts = {name: elapsed(*marks[name]) for name in STAGES}
+                parts = {name: elapsed(*marks[name]) for name in stages}
                 samples["total"].append(total)
                 samples["head"].append(total - sum(parts.values()))
                 for name, value in parts.items():

@@ -157,3 +157,16 @@ def test_default_projection_is_the_pixel_stride() -> None:
 def test_projection_stride_errors_name_the_key(overrides, match) -> None:
     with pytest.raises(ValueError, match=match):
         build_model({**SMALL, **overrides})
+
+
+def test_profiler_breakdown_times_the_fine_association_as_a_stage(fine_model) -> None:
+    """The profiler's per-stage breakdown has a ``fine_association`` row for such models (and none for others)."""
+    from spxseg.benchmark import RunSettings, format_stages, stage_breakdown
+
+    x = torch.randn(1, 3, 64, 64)
+    stages = stage_breakdown(fine_model.eval(), x, RunSettings(), iters=1, warmup=0)
+    fine_model.train()
+    assert set(stages) == {"backbone", "pixel_decoder", "tokenizer", "fine_association", "transformer", "head", "total"}
+    assert all(v >= 0 for k, v in stages.items() if k != "head") and "fine_association" in format_stages(stages)
+    plain = stage_breakdown(build_model(SMALL).eval(), x, RunSettings(), iters=1, warmup=0)
+    assert "fine_association" not in plain and "fine_association" not in format_stages(plain)
