@@ -3,8 +3,8 @@
 The tokenizer cuts the stride-s pixel features into superpixels; each pixel's class distribution is the
 association-weighted mixture of its 9 neighbouring superpixels' classes. At stride s that mixture is then
 resized to the image, so a boundary can be no sharper than an s x s block: on CamVid val at 180x240, labels
-kept at one class per 8x8 block score 70.0 mIoU against the full labels (poles 2.2), per 4x4 block 81.0 (poles
-29.0), per 2x2 block 89.2 (each block's most frequent class, upsampled by repetition).
+kept at one class per 8x8 block score 70.0 mIoU against the full labels (poles 1.7), per 4x4 block 81.0 (poles
+29.3), per 2x2 block 89.1 (each block's most frequent class, repeated: benchmarks/label_resolution.py).
 
 This module computes that last association at a finer stride f instead, as a refinement of the tokenizer's
 stride-s association ``A*``: each stride-f pixel starts from the logits of the stride-s pixel it lies in
@@ -14,8 +14,10 @@ the superpixels' keys. The query is the stride-s pixel features plus the backbon
 projection of the tokenizer's superpixels. The superpixels and their classes are unchanged; only where their
 classes land is finer. A cell of ``cell`` stride-s pixels holds ``cell * s / f`` stride-f pixels per side.
 
-Without the stride-s logits (the fine dot products alone), the light variant lost road and sidewalk where it
-gained pedestrians and bicyclists: 59.0 / 59.6 val mIoU against 59.4 / 59.5 (CamVid study, seeds 0 / 1).
+Without the stride-s logits (the fine dot products alone) the light variant lost road and sidewalk where it
+gained pedestrians and bicyclists, and spx_lite0_mid lost 0.6 (CamVid study). With them neither gains beyond the
+seeds' spread: that resolution bound is far above both models, and what they miss is mostly recognition
+(benchmarks/README.md, a finer projection). Off in every config.
 """
 
 from __future__ import annotations
