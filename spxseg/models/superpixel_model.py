@@ -57,10 +57,11 @@ class Prediction(NamedTuple):
 
 
 class CoarseOutput(NamedTuple):
-    """The model's output before any full-resolution map: probs (B, K, h, w) at the projection stride over the padded
-    grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc (B, Gh, Gw, 9, n) in cell layout and
-    the image size that grid covers, (Hp, Wp) = (h * s, w * s) >= (H, W) (not the backbone's padded input:
-    whole cells, not multiples of its stride); aux_logits as in :class:`SegOutput`."""
+    """The model's output before any full-resolution map: probs (B, K, h, w) at the projection stride f (the
+    model's ``stride``) over the padded grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc
+    (B, Gh, Gw, 9, n) in cell layout and the image size that grid covers, (Hp, Wp) = (h * f, w * f) >= (H, W)
+    (not the backbone's padded input: whole cells, not multiples of its stride); aux_logits as in
+    :class:`SegOutput`."""
 
     probs: Tensor
     sp_logits: Tensor
