@@ -161,6 +161,11 @@ class ModelConfig:
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    @property
+    def association_stride(self) -> int:
+        """The stride of the final association and of the outputs: projection_stride, or the pixel stride."""
+        return self.projection_stride or self.pixel_stride
+
 
 # --------------------------------------------------------------------------- data
 

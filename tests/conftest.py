@@ -14,6 +14,16 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # Read-only data shared next to the checkout (../shared): fixtures/, datasets/ (see their README.md files)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"  # the one place tests find them: ``from conftest import FIXTURES``
+# the small superpixel model of tests/models (resnet18, C=32, cell 4, one global layer): ``from conftest import
+# SMALL_MODEL``; a dict of model.* keys for build_model
+SMALL_MODEL = {
+    "num_classes": 5,
+    "backbone": {"name": "resnet18"},
+    "channels": 32,
+    "cell": 4,
+    "tokenizer": {"iters": 2, "heads": 2},
+    "transformer": {"layers": 1, "dim": 64, "heads": 4},
+}
 
 
 @pytest.fixture(scope="session")

@@ -71,15 +71,15 @@ class FineAssociation(nn.Module):
             sp: (B, Gh, Gw, C) the tokenizer's superpixels.
             assoc: (B, Gh, Gw, 9, n) the tokenizer's final association at stride s, n = cell²; n' = (cell * s / f)².
         """
-        b, gh, gw, _, n = assoc.shape
+        b, gh, gw = assoc.shape[:3]
         feats = self.pixel_features(pix, stages)
-        cell = feats.shape[-2] // gh
+        cell, ratio = feats.shape[-2] // gh, feats.shape[-2] // pix.shape[-2]  # fine cell, s / f
+        coarse = cell // ratio  # the stride-s cell
         query = self.query_norm(ops.to_cells(feats, cell))  # (B, Gh, Gw, n', dim)
         key = self.key_norm(self.key(sp)) * query.shape[-1] ** -0.5  # (B, Gh, Gw, dim)
         acc = torch.promote_types(query.dtype, torch.float32)
         dots = ops.neighbor_logits_cells(query, ops.gather_neighbors(key), ops.neighbor_valid(gh, gw, sp.device))
         # each stride-f pixel starts from its stride-s pixel's log A* (-inf outside the grid, as the dots)
-        coarse, ratio = int(round(n**0.5)), cell // int(round(n**0.5))
         prior = assoc.clamp_min(1e-30).log().view(b, gh, gw, 9, coarse, 1, coarse, 1)
         prior = prior.expand(-1, -1, -1, -1, -1, ratio, -1, ratio).reshape(b, gh, gw, 9, cell * cell)
         # softmax over the 9 neighbours in float32, as the tokenizer's: bf16 logits lose the small differences

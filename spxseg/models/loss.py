@@ -287,4 +287,4 @@ def model_loss(out: SegOutput | DenseOutput, labels: Tensor, cfg: ModelConfig) -
     """The training loss of either architecture: :func:`segmentation_loss` for ours, cross-entropy for peers."""
     if isinstance(out, DenseOutput):
         return cross_entropy_loss(out, labels, cfg.loss)
-    return segmentation_loss(out, labels, cfg.loss, cfg.projection_stride or cfg.pixel_stride)
+    return segmentation_loss(out, labels, cfg.loss, cfg.association_stride)

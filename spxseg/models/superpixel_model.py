@@ -88,7 +88,7 @@ class SuperpixelModel(nn.Module):
         _check_sizes(cfg)
         self.cfg = cfg
         self.pixel_stride, self.pixel_cell = cfg.pixel_stride, cfg.cell
-        self.stride = cfg.projection_stride or cfg.pixel_stride  # the final association's
+        self.stride = cfg.association_stride
         self.cell = cfg.cell * cfg.pixel_stride // self.stride
         self.backbone = Backbone(cfg.backbone, min_stride=self.stride)
         # stages finer than the pixel features feed the fine association only

@@ -4,20 +4,12 @@ the model's outputs, losses and lean path at that stride."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SMALL_MODEL as SMALL
 
 from spxseg import build_model
 from spxseg.models import model_loss, segmentation_loss
 from spxseg.models import superpixel_ops as ops
 from spxseg.models.fine_association import FineAssociation
-
-SMALL = {  # tests/models/test_model.py's small model
-    "num_classes": 5,
-    "backbone": {"name": "resnet18"},
-    "channels": 32,
-    "cell": 4,
-    "tokenizer": {"iters": 2, "heads": 2},
-    "transformer": {"layers": 1, "dim": 64, "heads": 4},
-}
 
 
 def _plain_association(feats: torch.Tensor, sp: torch.Tensor, coarse: torch.Tensor, module: FineAssociation,

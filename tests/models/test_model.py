@@ -2,20 +2,12 @@
 
 import pytest
 import torch
+from conftest import SMALL_MODEL as SMALL
 
 from spxseg import build_model
 from spxseg.config import ModelConfig
 from spxseg.models import model_loss, segmentation_loss, superpixel_targets
 from spxseg.models import superpixel_ops as ops
-
-SMALL = {
-    "num_classes": 5,
-    "backbone": {"name": "resnet18"},
-    "channels": 32,
-    "cell": 4,
-    "tokenizer": {"iters": 2, "heads": 2},
-    "transformer": {"layers": 1, "dim": 64, "heads": 4},
-}
 
 
 @pytest.fixture(scope="module")
