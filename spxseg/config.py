@@ -78,6 +78,9 @@ class TransformerConfig:
     # against 20.9 / 25.4, +0.8% FLOPs: within the seeds' spread, off in every config (benchmarks/README.md,
     # the token that is classified)
     cell_max: bool = False
+    # LayerScale: each encoder layer's attention and MLP outputs scaled channel-wise by learned vectors that
+    # start at this value, so the stack starts near the identity (CaiT uses 0.1 up to depth 18); 0 = off.
+    layer_scale: float = 0.0
 
 
 @dataclass

@@ -5,6 +5,7 @@ See ARCHITECTURE.md, Global transformer and classification.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -30,16 +31,30 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+    """Pre-norm attention and MLP, each a residual branch: (B, N, D) -> (B, N, D).
+
+    With ``layer_scale`` > 0 each branch's output is multiplied channel-wise by a learned vector that starts at
+    that value (LayerScale, Touvron et al., "Going deeper with image transformers", 2021), so a deep stack starts
+    close to the identity; 0 = plain residuals (no extra parameters).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale: float = 0.0) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = SelfAttention(dim, heads, dropout)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
+        if layer_scale > 0:
+            self.attn_scale = nn.Parameter(torch.full((dim,), layer_scale))
+            self.mlp_scale = nn.Parameter(torch.full((dim,), layer_scale))
+        else:
+            self.attn_scale = self.mlp_scale = None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.attn_norm(x))
-        return x + self.mlp(self.mlp_norm(x))
+        attn = self.attn(self.attn_norm(x))
+        x = x + (attn if self.attn_scale is None else attn * self.attn_scale)
+        mlp = self.mlp(self.mlp_norm(x))
+        return x + (mlp if self.mlp_scale is None else mlp * self.mlp_scale)
 
 
 class GlobalTransformer(nn.Module):
@@ -52,12 +67,12 @@ class GlobalTransformer(nn.Module):
 
     def __init__(
         self, in_channels: int, dim: int = 256, layers: int = 4, heads: int = 8, mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        dropout: float = 0.0, layer_scale: float = 0.0,
     ) -> None:
         super().__init__()
         self.input = nn.Linear(in_channels, dim)
         self.position = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout, layer_scale) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: Tensor, centroids: Tensor) -> Tensor:

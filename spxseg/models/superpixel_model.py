@@ -112,7 +112,7 @@ class SuperpixelModel(nn.Module):
         tr = cfg.transformer
         self.cell_max = tr.cell_max
         self.transformer = GlobalTransformer(cfg.channels * (2 if tr.cell_max else 1), tr.dim, tr.layers, tr.heads,
-                                             tr.mlp_ratio, tr.dropout)
+                                             tr.mlp_ratio, tr.dropout, tr.layer_scale)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
         # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is; model.pad_input),
@@ -290,6 +290,8 @@ def _check_sizes(cfg: ModelConfig) -> None:
     for key, value in {"tokenizer.iters": cfg.tokenizer.iters, "transformer.layers": cfg.transformer.layers}.items():
         if value < 0:  # 0 is an ablation: no local iterations / no global layers
             raise ValueError(f"model.{key} must be >= 0, got {value}")
+    if cfg.transformer.layer_scale < 0:
+        raise ValueError(f"model.transformer.layer_scale must be >= 0 (0 = off), got {cfg.transformer.layer_scale}")
     f, s = cfg.projection_stride, cfg.pixel_stride
     if f and (f < 1 or f > s or s % f or (s // f) & (s // f - 1)):
         raise ValueError(f"model.projection_stride must be 0 (the pixel stride) or model.pixel_stride={s} divided by a "

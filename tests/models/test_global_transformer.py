@@ -1,0 +1,56 @@
+"""The global transformer's encoder layer, with and without LayerScale."""
+
+import pytest
+import torch
+from conftest import SMALL_MODEL
+
+from spxseg import build_model
+from spxseg.models.global_transformer import EncoderLayer
+
+
+def test_encoder_layer_is_two_scaled_residual_branches() -> None:
+    """In float64, a layer with ``layer_scale`` equals its plain formulation, ``x + g1 * attn(norm(x))`` then
+    ``+ g2 * mlp(norm(.))`` with the learned vectors g1, g2 (set here to random values), and the same layer
+    without LayerScale is that formulation with g1 = g2 = 1."""
+    torch.manual_seed(0)
+    layer = EncoderLayer(dim=16, heads=4, mlp_ratio=2.0, dropout=0.0, layer_scale=0.1).double().eval()
+    with torch.no_grad():
+        layer.attn_scale.copy_(torch.randn(16))
+        layer.mlp_scale.copy_(torch.randn(16))
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+
+    def plain(x, g1, g2):
+        x = x + g1 * layer.attn(layer.attn_norm(x))
+        return x + g2 * layer.mlp(layer.mlp_norm(x))
+
+    torch.testing.assert_close(layer(x), plain(x, layer.attn_scale, layer.mlp_scale))
+    unscaled = EncoderLayer(dim=16, heads=4, mlp_ratio=2.0, dropout=0.0).double().eval()
+    unscaled.load_state_dict(layer.state_dict(), strict=False)  # every weight but the two scales
+    torch.testing.assert_close(unscaled(x), plain(x, 1.0, 1.0))
+
+
+def test_layer_scale_starts_near_the_identity_and_its_scales_train() -> None:
+    """A tiny start value makes each layer nearly the identity at initialisation (the point of LayerScale); the
+    scales are 1-d parameters of the head, so they get gradients (and no weight decay, as norms and biases)."""
+    torch.manual_seed(0)
+    layer = EncoderLayer(dim=16, heads=4, mlp_ratio=2.0, dropout=0.0, layer_scale=1e-6)
+    x = torch.randn(2, 7, 16)
+    torch.testing.assert_close(layer(x), x, rtol=0, atol=1e-4)
+    assert layer.attn_scale.shape == layer.mlp_scale.shape == (16,)
+    layer(x).square().sum().backward()
+    assert layer.attn_scale.grad.abs().sum() > 0 and layer.mlp_scale.grad.abs().sum() > 0
+
+
+def test_layer_scale_in_the_model_config() -> None:
+    """``model.transformer.layer_scale`` adds two D-vectors per layer and nothing at 0 (old checkpoints load); a
+    negative value is refused by the model, nan by the config loader, both naming the key."""
+    plain = build_model(SMALL_MODEL)
+    assert not [name for name, _ in plain.named_parameters() if name.endswith("_scale")]
+    scaled = build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "layer_scale": 0.1}})
+    scales = {name: p for name, p in scaled.named_parameters() if name.endswith("_scale")}
+    assert sorted(scales) == ["transformer.layers.0.attn_scale", "transformer.layers.0.mlp_scale"]
+    assert all(torch.equal(p, torch.full((64,), 0.1)) for p in scales.values())
+    scaled.load_state_dict(plain.state_dict(), strict=False)
+    for bad, message in ((-0.1, "must be >= 0"), (float("nan"), "expected float, got nan")):
+        with pytest.raises(ValueError, match=f"model.transformer.layer_scale.*{message}"):
+            build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "layer_scale": bad}})
