@@ -27,7 +27,6 @@ on the input itself (unpadded: the study's *backbone alone* row) to a whole-mode
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path
@@ -108,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from spxseg.benchmark.timing import count_params, time_interleaved
+    from spxseg.engine.checkpoint import write_json
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
     if with_backbone:
         result["backbone"] = timings["backbone"].summary()
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(result, args.json)
     return result
 
 

@@ -15,9 +15,7 @@ model, resolution is not what it lacks. The split is the config's val split as t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 
 def block_labels(labels, stride: int, num_classes: int, ignore_index: int = 255):
@@ -66,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         classes = " ".join(f"{c} {v:.1f}" for c, v in r["per_class_IoU"].items())
         print(f"stride {s:2d}: mIoU {r['mIoU']:.1f} | {classes}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        from spxseg.engine.checkpoint import write_json
+
+        write_json(results, args.json)
     return 0
 
 

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -163,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, ms in results["timing_ms"].items():
             print(f"{name:60s} {ms:8.1f} ms")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        from spxseg.engine.checkpoint import write_json
+
+        write_json(results, args.json)
         print(f"wrote {args.json}")
     return 0
 

@@ -13,7 +13,6 @@ nothing is downloaded. The ratio full / backbone is what issue 2 bounds (<= 1.3x
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg import benchmark as prof
+    from spxseg.engine.checkpoint import write_json
     from spxseg.models import build_model
 
     if args.threads:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         out = {"params": params, "latency": {n: t.summary() for n, t in timings.items()}, "ratio": full / bare,
                "size": [h, w], "threads": torch.get_num_threads(), "device": prof.device_name(torch.device("cpu")),
                "torch": torch.__version__}
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(out, args.json)
     return 0
 
 

@@ -25,7 +25,6 @@ k (*misrecognised*), and the rest (*spread*: k came from a neighbouring superpix
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -128,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             classes = " ".join(f"{c} {v:.1f}" for c, v in r["per_class_IoU"].items())
             print(f"{path} {key:6s} mIoU {r['mIoU']:.1f} | {classes}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        from spxseg.engine.checkpoint import write_json
+
+        write_json(results, args.json)
     return 0
 
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from spxseg.engine.checkpoint import build_model_for_weights, load_trained_model
+    from spxseg.engine.checkpoint import build_model_for_weights, load_trained_model, write_json
     from spxseg.engine.onnx_export import compare_onnx, export_onnx
     from spxseg.engine.predictor import class_info
 
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: difference {diff:.3g} exceeds --atol {args.atol:g}", file=sys.stderr)
             status = 1
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(report, args.json)
     return status
 
 

@@ -26,7 +26,6 @@ segformer_b2 (transformers, optional 'bench' extra). See spxseg/benchmark/.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from spxseg import benchmark as prof
-    from spxseg.engine.checkpoint import build_model_for_weights
+    from spxseg.engine.checkpoint import build_model_for_weights, write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -170,10 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ours} / {row.model}: {ours_row.median_ms / row.median_ms:.2f}x the latency "
               f"({row.median_ms / ours_row.median_ms:.2f}x speed-up)")
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps([r.as_dict() for r in rows], indent=2))
-        print(f"wrote {out}")
+        write_json([r.as_dict() for r in rows], args.json)
+        print(f"wrote {args.json}")
     return 0
 
 

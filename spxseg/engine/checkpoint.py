@@ -47,6 +47,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def write_json(obj: Any, path: str | Path) -> None:
+    """``obj`` as indented JSON (with a final newline) at ``path``, its folder made if needed, atomically: the
+    reports of the tools and benchmarks, so a run killed while writing never leaves half a file."""
+    text = json.dumps(obj, indent=2) + "\n"
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """``write(f)`` into a temp file next to ``path``, fsync, rename over ``path`` (see :func:`atomic_save`)."""
     path = Path(path)

@@ -25,6 +25,7 @@ from spxseg.engine.checkpoint import (
     load_model_weights,
     rng_state,
     set_rng_state,
+    write_json,
 )
 
 
@@ -181,3 +182,22 @@ def test_weights_that_do_not_fit_get_a_short_message(run, tmp_path) -> None:
                       progress=False)
     assert str(info.value).startswith(f"--resume: weights in {latest} do not fit")
     assert "model.channels=16 (this config: 24)" in str(info.value) and len(str(info.value).splitlines()) <= 10
+
+
+def test_write_json_makes_the_folder_and_keeps_the_old_file_when_interrupted(tmp_path, monkeypatch) -> None:
+    """The tools' and benchmarks' reports: indented JSON with a final newline, in a folder made on the way; a
+    write that fails half way (here: the fsync) leaves the previous report whole and no temp file behind."""
+    import json
+
+    path = tmp_path / "new" / "folder" / "report.json"
+    write_json({"mIoU": 63.5, "classes": ["sky"]}, path)
+    assert path.read_text().endswith("}\n") and json.loads(path.read_text()) == {"mIoU": 63.5, "classes": ["sky"]}
+
+    def fail(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_json({"mIoU": 0.0}, path)
+    assert json.loads(path.read_text())["mIoU"] == 63.5
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]
