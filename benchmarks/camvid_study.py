@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train_one(name: str, work_dir: Path, threads: int, opts: list[str]) -> dict:
     """Run tools/train.py for one model in a fresh process; returns its final metrics and wall time."""
+    from spxseg.engine.checkpoint import write_json
+
     work_dir.mkdir(parents=True, exist_ok=True)
     timing_file, metrics_file = work_dir / "train_time.json", work_dir / "metrics.json"
     if metrics_file.is_file() and timing_file.is_file():  # finished earlier: reuse, do not retrain or re-time
@@ -86,9 +88,9 @@ def train_one(name: str, work_dir: Path, threads: int, opts: list[str]) -> dict:
     seconds = earlier + time.perf_counter() - t0
     if code != 0:
         if code == 130:  # stopped by a signal after saving a checkpoint: the next run resumes it
-            timing_file.write_text(json.dumps({"train_s": seconds, "threads": threads}) + "\n")
+            write_json({"train_s": seconds, "threads": threads}, timing_file)
         raise RuntimeError(f"training {name} failed (exit {code}); see {work_dir / 'train.log'}")
-    timing_file.write_text(json.dumps({"train_s": seconds, "threads": threads}) + "\n")
+    write_json({"train_s": seconds, "threads": threads}, timing_file)
     print(f"[{time.strftime('%H:%M:%S')}] {name} done in {seconds / 60:.1f} min", flush=True)
     return json.loads((work_dir / "metrics.json").read_text())
 
@@ -198,6 +200,8 @@ def update_readme(readme: Path, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spxseg.engine.checkpoint import write_json
+
     args = parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if not (ROOT / "configs" / "camvid" / f"{n}.yaml").is_file()]
@@ -247,13 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             "train_s": train_s, "train_threads": args.threads, "timing": row,
             "gpu": gpu_rows.get(name),
         }
-        (out / f"{name}.json").write_text(json.dumps(results[name], indent=2) + "\n")
+        write_json(results[name], out / f"{name}.json")
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
                f"{rows[names[0]]['device_name']}")
     study = {"models": results, "backbone_cpu_ms": backbone_ms, "size": args.size, "threads": args.threads,
              "machine": machine, "command": "python benchmarks/camvid_study.py " + " ".join(argv or sys.argv[1:]),
              "wall_s": time.perf_counter() - t_start, "date": time.strftime("%Y-%m-%d")}
-    (out / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+    write_json(study, out / "study.json")
     plot(results, backbone_ms, out / "camvid_study.png",
          f"CamVid val (180x240), Lite0 ImageNet backbone; latency at {args.size[0]}x{args.size[1]}")
 
