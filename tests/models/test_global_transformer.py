@@ -5,6 +5,7 @@ import torch
 from conftest import SMALL_MODEL
 
 from spxseg import build_model
+from spxseg.engine.optim import param_groups
 from spxseg.models.global_transformer import EncoderLayer
 
 
@@ -31,7 +32,7 @@ def test_encoder_layer_is_two_scaled_residual_branches() -> None:
 
 def test_layer_scale_starts_near_the_identity_and_its_scales_train() -> None:
     """A tiny start value makes each layer nearly the identity at initialisation (the point of LayerScale); the
-    scales are 1-d parameters of the head, so they get gradients (and no weight decay, as norms and biases)."""
+    scales get gradients."""
     torch.manual_seed(0)
     layer = EncoderLayer(dim=16, heads=4, mlp_ratio=2.0, dropout=0.0, layer_scale=1e-6)
     x = torch.randn(2, 7, 16)
@@ -42,15 +43,17 @@ def test_layer_scale_starts_near_the_identity_and_its_scales_train() -> None:
 
 
 def test_layer_scale_in_the_model_config() -> None:
-    """``model.transformer.layer_scale`` adds two D-vectors per layer and nothing at 0 (old checkpoints load); a
-    negative value is refused by the model, nan by the config loader, both naming the key."""
+    """``model.transformer.layer_scale`` adds two D-vectors per layer, trained without weight decay, and nothing at
+    0 (the state dict of a model without it is unchanged); a negative value is refused by the model, nan by the
+    config loader, both naming the key."""
     plain = build_model(SMALL_MODEL)
     assert not [name for name, _ in plain.named_parameters() if name.endswith("_scale")]
     scaled = build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "layer_scale": 0.1}})
     scales = {name: p for name, p in scaled.named_parameters() if name.endswith("_scale")}
     assert sorted(scales) == ["transformer.layers.0.attn_scale", "transformer.layers.0.mlp_scale"]
     assert all(torch.equal(p, torch.full((64,), 0.1)) for p in scales.values())
-    scaled.load_state_dict(plain.state_dict(), strict=False)
+    no_decay = {id(p) for p in param_groups(scaled)["head_no_decay"]}
+    assert all(id(p) in no_decay for p in scales.values())  # trained without weight decay, as norms and biases
     for bad, message in ((-0.1, "must be >= 0"), (float("nan"), "expected float, got nan")):
         with pytest.raises(ValueError, match=f"model.transformer.layer_scale.*{message}"):
             build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "layer_scale": bad}})
