@@ -63,6 +63,10 @@ class TokenizerConfig:
     # 62.3 / 61.9 / 62.0 (seeds 0-2), spx_lite0_base 62.5 / 61.2 / 60.7 against 60.5 / 59.2; +0.7% FLOPs. On in
     # spx_lite0_base and spx_lite0_mid (benchmarks/README.md, the token that is classified)
     final_pool: bool = False
+    # LayerScale on the superpixel updates (each iteration's pool and FFN, the final pool): learned per-channel
+    # scales starting at this value, so the superpixels start near their cells' mean features and the associations
+    # near a soft k-means; 0 = off (no parameters)
+    layer_scale: float = 0.0
 
 
 @dataclass

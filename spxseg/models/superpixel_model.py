@@ -108,7 +108,8 @@ class SuperpixelModel(nn.Module):
                                                     cfg.projection_channels)
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio,
-                                             cfg.cell, tok.position_bias, tok.shared_qk, tok.final_pool)
+                                             cfg.cell, tok.position_bias, tok.shared_qk, tok.final_pool,
+                                             tok.layer_scale)
         tr = cfg.transformer
         self.cell_max = tr.cell_max
         self.transformer = GlobalTransformer(cfg.channels * (2 if tr.cell_max else 1), tr.dim, tr.layers, tr.heads,
@@ -290,8 +291,10 @@ def _check_sizes(cfg: ModelConfig) -> None:
     for key, value in {"tokenizer.iters": cfg.tokenizer.iters, "transformer.layers": cfg.transformer.layers}.items():
         if value < 0:  # 0 is an ablation: no local iterations / no global layers
             raise ValueError(f"model.{key} must be >= 0, got {value}")
-    if cfg.transformer.layer_scale < 0:
-        raise ValueError(f"model.transformer.layer_scale must be >= 0 (0 = off), got {cfg.transformer.layer_scale}")
+    for key, value in {"tokenizer.layer_scale": cfg.tokenizer.layer_scale,
+                       "transformer.layer_scale": cfg.transformer.layer_scale}.items():
+        if not value >= 0:  # also refuses nan
+            raise ValueError(f"model.{key} must be >= 0 (0 = off), got {value}")
     f, s = cfg.projection_stride, cfg.pixel_stride
     if f and (f < 1 or f > s or s % f or (s // f) & (s // f - 1)):
         raise ValueError(f"model.projection_stride must be 0 (the pixel stride) or model.pixel_stride={s} divided by a "

@@ -23,7 +23,10 @@ from spxseg.models.layers import FeedForward
 class TokenizerIteration(nn.Module):
     """Superpixel-side weights of one iteration (pixel-side projections are shared)."""
 
-    def __init__(self, channels: int, heads: int, ffn_ratio: float, dual_path: bool, shared_qk: bool = False) -> None:
+    def __init__(
+        self, channels: int, heads: int, ffn_ratio: float, dual_path: bool, shared_qk: bool = False,
+        layer_scale: float = 0.0,
+    ) -> None:
         super().__init__()
         # superpixel key: its own projection and per-head norm, or (shared_qk) the pixels' query ones
         self.key = None if shared_qk else nn.Linear(channels, channels)
@@ -34,6 +37,9 @@ class TokenizerIteration(nn.Module):
         # superpixels -> pixels (dual path): what each superpixel sends back to its pixels
         self.sp_value = nn.Linear(channels, channels) if dual_path else None
         self.pix_out = nn.Linear(channels, channels) if dual_path else None
+        # LayerScale on the two superpixel updates (pool and FFN): learned per-channel scales, None when off
+        self.out_scale = nn.Parameter(torch.full((channels,), layer_scale)) if layer_scale > 0 else None
+        self.ffn_scale = nn.Parameter(torch.full((channels,), layer_scale)) if layer_scale > 0 else None
 
 
 class SuperpixelTokenizer(nn.Module):
@@ -49,11 +55,15 @@ class SuperpixelTokenizer(nn.Module):
             associations compare pixels and superpixels in one feature space, a soft k-means from the start.
         final_pool: after the final association ``A*``, ``S <- S + Wf pool(A*, F)``: the returned superpixels
             describe the pixels ``A*`` gives them.
+        layer_scale: > 0 multiplies every update of the superpixels (each iteration's pool and FFN, the final
+            pool) channel-wise by a learned vector that starts at this value (LayerScale), so the superpixels
+            start close to their cells' mean features; 0 = plain residuals.
     """
 
     def __init__(
         self, channels: int, iters: int = 3, heads: int = 2, dual_path: bool = False, ffn_ratio: float = 2.0,
         cell: int | None = None, position_bias: bool = False, shared_qk: bool = False, final_pool: bool = False,
+        layer_scale: float = 0.0,
     ) -> None:
         super().__init__()
         if channels % heads:
@@ -62,8 +72,9 @@ class SuperpixelTokenizer(nn.Module):
         # pixel-side query and value, shared by all iterations: computed once unless dual path
         self.pix_qv = nn.Linear(channels, 2 * channels)
         self.query_norm = nn.LayerNorm(channels // heads)
-        self.iterations = nn.ModuleList(TokenizerIteration(channels, heads, ffn_ratio, dual_path, shared_qk)
-                                        for _ in range(iters))
+        self.iterations = nn.ModuleList(
+            TokenizerIteration(channels, heads, ffn_ratio, dual_path, shared_qk, layer_scale) for _ in range(iters)
+        )
         # single-head association used for the output projection; it reuses the pixel query
         # projection (one less dense matmul) with a norm of its own over all channels
         self.final_query_norm = nn.LayerNorm(channels)
@@ -74,6 +85,8 @@ class SuperpixelTokenizer(nn.Module):
         # (9, n) logit bias shared by every association, see distance_prior
         self.position_bias = nn.Parameter(distance_prior(cell)) if position_bias else None
         self.final_out = nn.Linear(channels, channels) if final_pool else None
+        final_scale = final_pool and layer_scale > 0
+        self.final_scale = nn.Parameter(torch.full((channels,), layer_scale)) if final_scale else None
 
     def _pixel_query(self, pix: Tensor) -> PixelQuery:
         """The pixel query ``Wq F + b`` in the form the associations need, without normalising it.
@@ -222,8 +235,9 @@ class SuperpixelTokenizer(nn.Module):
             if self.dual_path and i > 0:
                 query = self._pixel_query(pix)
             assoc = self._head_assoc(query, sp, it, grid_valid)  # (B, Gh, Gw, heads, 9, n)
-            sp = sp + it.out(self._pooled_values(assoc, pix, valid_heads).flatten(3).to(sp.dtype))
-            sp = sp + it.ffn(it.ffn_norm(sp))
+            pooled = self._pooled_values(assoc, pix, valid_heads).flatten(3).to(sp.dtype)
+            sp = sp + _scaled(it.out(pooled), it.out_scale)
+            sp = sp + _scaled(it.ffn(it.ffn_norm(sp)), it.ffn_scale)
             if self.dual_path:
                 # superpixels -> pixels: (n, heads*9) @ block-diagonal (heads*9, C) lands in (n, C) directly
                 sp_value = _block_diagonal(ops.gather_neighbors(it.sp_value(sp)), heads).flatten(3, 4)
@@ -233,7 +247,7 @@ class SuperpixelTokenizer(nn.Module):
             query = self._pixel_query(pix)
         assoc = self._final_assoc(query, sp, grid_valid)
         if self.final_out is not None:
-            sp = sp + self.final_out(self._final_pooled(assoc, pix, valid).to(sp.dtype))
+            sp = sp + _scaled(self.final_out(self._final_pooled(assoc, pix, valid).to(sp.dtype)), self.final_scale)
         return sp, assoc, pix
 
     @staticmethod
@@ -255,6 +269,11 @@ def distance_prior(cell: int) -> Tensor:
     dy = torch.tensor([o[0] for o in ops.OFFSETS], dtype=torch.float32).view(9, 1)
     dx = torch.tensor([o[1] for o in ops.OFFSETS], dtype=torch.float32).view(9, 1)
     return -((py.reshape(1, -1) - dy) ** 2 + (px.reshape(1, -1) - dx) ** 2)
+
+
+def _scaled(update: Tensor, scale: Tensor | None) -> Tensor:
+    """A residual update times its LayerScale vector (broadcast over the last dimension), or as is without one."""
+    return update if scale is None else update * scale
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:

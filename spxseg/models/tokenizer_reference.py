@@ -56,6 +56,10 @@ def reference_tokenizer(
     # initial superpixels: mean of the image pixels of each cell, (B, Gh, Gw, C)
     sp = (valid @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
 
+    def scaled(update: Tensor, scale: Tensor | None) -> Tensor:
+        """A superpixel update times its LayerScale vector, when the tokenizer has one."""
+        return update if scale is None else update * scale
+
     def split_heads(x: Tensor) -> Tensor:
         """(B, Gh, Gw, n, C) -> (B, Gh, Gw, heads, n, d)."""
         return x.reshape(b, gh, gw, n, heads, d).transpose(3, 4)
@@ -80,8 +84,8 @@ def reference_tokenizer(
         logits = ops.neighbor_logits_cells(query, key_nb, grid_valid)  # (B, Gh, Gw, heads, 9, n)
         assoc = (logits / math.sqrt(d) + bias).softmax(-2)  # over the 9 neighbours
         pooled = ops.pool_cells(assoc * valid_heads, value)  # (B, Gh, Gw, heads, d)
-        sp = sp + it.out(pooled.flatten(3))
-        sp = sp + it.ffn(it.ffn_norm(sp))
+        sp = sp + scaled(it.out(pooled.flatten(3)), it.out_scale)
+        sp = sp + scaled(it.ffn(it.ffn_norm(sp)), it.ffn_scale)
         if tok.dual_path:
             # superpixels -> pixels: each pixel receives its neighbours' values through the same association
             sp_value = ops.gather_neighbors(it.sp_value(sp)).view(b, gh, gw, 9, heads, d).transpose(3, 4)
@@ -99,5 +103,5 @@ def reference_tokenizer(
     logits = ops.neighbor_logits_cells(tok.final_query_norm(raw), final_key, grid_valid)  # (B, Gh, Gw, 9, n)
     final_assoc = (logits / math.sqrt(c) + bias).softmax(-2)
     if tok.final_out is not None:  # the superpixels re-pooled from the pixels A* gives them
-        sp = sp + tok.final_out(ops.pool_cells(final_assoc * valid, pix))
+        sp = sp + scaled(tok.final_out(ops.pool_cells(final_assoc * valid, pix)), tok.final_scale)
     return sp, final_assoc, pix

@@ -22,20 +22,26 @@ from spxseg.models.tokenizer_reference import reference_tokenizer
 
 
 @pytest.mark.parametrize(
-    "heads, dual_path, padded, position_bias, shared_qk, final_pool",
-    [(2, False, False, False, False, False), (2, False, True, False, False, False),
-     (4, True, True, False, False, False), (1, False, False, False, False, False),
-     (2, False, True, True, False, False), (2, True, False, True, False, False),
-     (2, False, True, False, True, False), (4, True, False, False, True, False),
-     (2, False, True, False, False, True), (2, True, False, False, False, True)],
+    "heads, dual_path, padded, position_bias, shared_qk, final_pool, layer_scale",
+    [(2, False, False, False, False, False, 0.0), (2, False, True, False, False, False, 0.0),
+     (4, True, True, False, False, False, 0.0), (1, False, False, False, False, False, 0.0),
+     (2, False, True, True, False, False, 0.0), (2, True, False, True, False, False, 0.0),
+     (2, False, True, False, True, False, 0.0), (4, True, False, False, True, False, 0.0),
+     (2, False, True, False, False, True, 0.0), (2, True, False, False, False, True, 0.0),
+     (2, False, True, False, False, True, 0.1), (2, True, False, False, False, False, 0.1)],
 )
-def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias, shared_qk, final_pool):
+def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias, shared_qk, final_pool, layer_scale):
     torch.manual_seed(0)
-    tok = SuperpixelTokenizer(32, iters=3, heads=heads, dual_path=dual_path, cell=3,
-                              position_bias=position_bias, shared_qk=shared_qk, final_pool=final_pool).double()
+    tok = SuperpixelTokenizer(32, iters=3, heads=heads, dual_path=dual_path, cell=3, position_bias=position_bias,
+                              shared_qk=shared_qk, final_pool=final_pool, layer_scale=layer_scale).double()
     if position_bias:  # a trained table, not only the prior it starts from
         with torch.no_grad():
             tok.position_bias.add_(torch.randn_like(tok.position_bias))
+    scales = [p for name, p in tok.named_parameters() if name.endswith("_scale")]
+    assert len(scales) == (3 * 2 + final_pool if layer_scale else 0)
+    with torch.no_grad():  # trained LayerScale vectors: a different scale per channel
+        for scale in scales:
+            scale.uniform_(0.05, 1.5)
     for module in tok.modules():  # non-trivial norm parameters, so the affine folding is exercised
         if isinstance(module, torch.nn.LayerNorm):
             torch.nn.init.normal_(module.weight, 1.0, 0.3)
@@ -54,14 +60,15 @@ def test_tokenizer_matches_reference(heads, dual_path, padded, position_bias, sh
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("shared_qk, final_pool", [(False, False), (True, False), (False, True)])
-def test_tokenizer_gradients_match_reference(shared_qk, final_pool):
+@pytest.mark.parametrize("shared_qk, final_pool, layer_scale",
+                         [(False, False, 0.0), (True, False, 0.0), (False, True, 0.0), (False, True, 0.1)])
+def test_tokenizer_gradients_match_reference(shared_qk, final_pool, layer_scale):
     """Training differentiates the fast path (normalised queries never written, pools before the value
     projection, the dual path's block-diagonal products): its gradients for the weights and the input
     pixels must be the plain formulation's."""
     torch.manual_seed(0)
     tok = SuperpixelTokenizer(16, iters=3, heads=2, dual_path=True, cell=2, shared_qk=shared_qk,
-                              final_pool=final_pool).double()
+                              final_pool=final_pool, layer_scale=layer_scale).double()
     pix = torch.randn(1, 3, 3, 4, 16, dtype=torch.float64, requires_grad=True)
     valid = torch.ones(1, 3, 3, 1, 4, dtype=torch.float64)
     valid[:, -1, :, :, 2:] = 0
