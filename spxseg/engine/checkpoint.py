@@ -50,7 +50,11 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 def write_json(obj: Any, path: str | Path) -> None:
     """``obj`` as indented JSON (with a final newline) at ``path``, its folder made if needed, atomically: the
     reports of the tools and benchmarks, so a run killed while writing never leaves half a file."""
-    text = json.dumps(obj, indent=2) + "\n"
+    write_text(json.dumps(obj, indent=2) + "\n", path)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """``text`` (UTF-8) at ``path``, its folder made if needed, atomically (see :func:`atomic_save`)."""
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 

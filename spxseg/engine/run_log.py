@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from spxseg.engine import distributed as du
+from spxseg.engine.checkpoint import write_text
 from spxseg.engine.evaluator import to_jsonable
 
 
@@ -118,6 +118,4 @@ def truncate_log(path: Path, last_iter: int) -> None:
             continue
         kept.append(line if line.endswith("\n") else line + "\n")
     if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
+        write_text("".join(kept), path)
