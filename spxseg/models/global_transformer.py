@@ -5,11 +5,10 @@ See ARCHITECTURE.md, Global transformer and classification.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spxseg.models.layers import FeedForward
+from spxseg.models.layers import FeedForward, layer_scale_vector, scaled
 
 
 class SelfAttention(nn.Module):
@@ -44,17 +43,12 @@ class EncoderLayer(nn.Module):
         self.attn = SelfAttention(dim, heads, dropout)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
-        if layer_scale > 0:
-            self.attn_scale = nn.Parameter(torch.full((dim,), layer_scale))
-            self.mlp_scale = nn.Parameter(torch.full((dim,), layer_scale))
-        else:
-            self.attn_scale = self.mlp_scale = None
+        self.attn_scale = layer_scale_vector(dim, layer_scale)
+        self.mlp_scale = layer_scale_vector(dim, layer_scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        attn = self.attn(self.attn_norm(x))
-        x = x + (attn if self.attn_scale is None else attn * self.attn_scale)
-        mlp = self.mlp(self.mlp_norm(x))
-        return x + (mlp if self.mlp_scale is None else mlp * self.mlp_scale)
+        x = x + scaled(self.attn(self.attn_norm(x)), self.attn_scale)
+        return x + scaled(self.mlp(self.mlp_norm(x)), self.mlp_scale)
 
 
 class GlobalTransformer(nn.Module):

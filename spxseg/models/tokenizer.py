@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from spxseg.models import superpixel_ops as ops
-from spxseg.models.layers import FeedForward
+from spxseg.models.layers import FeedForward, layer_scale_vector, scaled
 
 
 class TokenizerIteration(nn.Module):
@@ -38,8 +38,8 @@ class TokenizerIteration(nn.Module):
         self.sp_value = nn.Linear(channels, channels) if dual_path else None
         self.pix_out = nn.Linear(channels, channels) if dual_path else None
         # LayerScale on the two superpixel updates (pool and FFN): learned per-channel scales, None when off
-        self.out_scale = nn.Parameter(torch.full((channels,), layer_scale)) if layer_scale > 0 else None
-        self.ffn_scale = nn.Parameter(torch.full((channels,), layer_scale)) if layer_scale > 0 else None
+        self.out_scale = layer_scale_vector(channels, layer_scale)
+        self.ffn_scale = layer_scale_vector(channels, layer_scale)
 
 
 class SuperpixelTokenizer(nn.Module):
@@ -85,8 +85,7 @@ class SuperpixelTokenizer(nn.Module):
         # (9, n) logit bias shared by every association, see distance_prior
         self.position_bias = nn.Parameter(distance_prior(cell)) if position_bias else None
         self.final_out = nn.Linear(channels, channels) if final_pool else None
-        final_scale = final_pool and layer_scale > 0
-        self.final_scale = nn.Parameter(torch.full((channels,), layer_scale)) if final_scale else None
+        self.final_scale = layer_scale_vector(channels, layer_scale) if final_pool else None
 
     def _pixel_query(self, pix: Tensor) -> PixelQuery:
         """The pixel query ``Wq F + b`` in the form the associations need, without normalising it.
@@ -236,8 +235,8 @@ class SuperpixelTokenizer(nn.Module):
                 query = self._pixel_query(pix)
             assoc = self._head_assoc(query, sp, it, grid_valid)  # (B, Gh, Gw, heads, 9, n)
             pooled = self._pooled_values(assoc, pix, valid_heads).flatten(3).to(sp.dtype)
-            sp = sp + _scaled(it.out(pooled), it.out_scale)
-            sp = sp + _scaled(it.ffn(it.ffn_norm(sp)), it.ffn_scale)
+            sp = sp + scaled(it.out(pooled), it.out_scale)
+            sp = sp + scaled(it.ffn(it.ffn_norm(sp)), it.ffn_scale)
             if self.dual_path:
                 # superpixels -> pixels: (n, heads*9) @ block-diagonal (heads*9, C) lands in (n, C) directly
                 sp_value = _block_diagonal(ops.gather_neighbors(it.sp_value(sp)), heads).flatten(3, 4)
@@ -247,7 +246,7 @@ class SuperpixelTokenizer(nn.Module):
             query = self._pixel_query(pix)
         assoc = self._final_assoc(query, sp, grid_valid)
         if self.final_out is not None:
-            sp = sp + _scaled(self.final_out(self._final_pooled(assoc, pix, valid).to(sp.dtype)), self.final_scale)
+            sp = sp + scaled(self.final_out(self._final_pooled(assoc, pix, valid).to(sp.dtype)), self.final_scale)
         return sp, assoc, pix
 
     @staticmethod
@@ -269,11 +268,6 @@ def distance_prior(cell: int) -> Tensor:
     dy = torch.tensor([o[0] for o in ops.OFFSETS], dtype=torch.float32).view(9, 1)
     dx = torch.tensor([o[1] for o in ops.OFFSETS], dtype=torch.float32).view(9, 1)
     return -((py.reshape(1, -1) - dy) ** 2 + (px.reshape(1, -1) - dx) ** 2)
-
-
-def _scaled(update: Tensor, scale: Tensor | None) -> Tensor:
-    """A residual update times its LayerScale vector (broadcast over the last dimension), or as is without one."""
-    return update if scale is None else update * scale
 
 
 def _acc_dtype(x: Tensor) -> torch.dtype:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from spxseg.models import superpixel_ops as ops
+from spxseg.models.layers import scaled
 from spxseg.models.tokenizer import SuperpixelTokenizer
 
 
@@ -55,10 +56,6 @@ def reference_tokenizer(
 
     # initial superpixels: mean of the image pixels of each cell, (B, Gh, Gw, C)
     sp = (valid @ pix).squeeze(3) / valid.sum(-1).clamp_min(1.0)
-
-    def scaled(update: Tensor, scale: Tensor | None) -> Tensor:
-        """A superpixel update times its LayerScale vector, when the tokenizer has one."""
-        return update if scale is None else update * scale
 
     def split_heads(x: Tensor) -> Tensor:
         """(B, Gh, Gw, n, C) -> (B, Gh, Gw, heads, n, d)."""
