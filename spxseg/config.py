@@ -166,6 +166,10 @@ class ModelConfig:
     # projection)
     projection_stride: int = 0
     projection_channels: int = 32  # width of the fine association's pixel features and keys
+    # the final association refined after the global transformer: the fine association's prior log A* plus dot
+    # products of the pixel features (at the projection stride; projection_channels wide) with keys from the
+    # transformer's tokens, which have seen the whole image, rather than from the tokenizer's superpixels. Ours only.
+    reassociate: bool = False
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from spxseg.benchmark.settings import RunSettings, synchronize
 
-# in call order; fine_association only in models with a finer model.projection_stride
+# in call order; fine_association only in models with a finer model.projection_stride or model.reassociate (then
+# it runs after the transformer; each stage is timed by its own hooks, so the order here is only the report's)
 STAGES = ("backbone", "pixel_decoder", "tokenizer", "fine_association", "transformer")
 
 class LabelMap(nn.Module):

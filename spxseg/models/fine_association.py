@@ -18,6 +18,11 @@ Without the stride-s logits (the fine dot products alone) the light variant lost
 gained pedestrians and bicyclists, and spx_lite0_mid lost 0.6 (CamVid study). With them neither gains beyond the
 seeds' spread: that resolution bound is far above both models, and what they miss is mostly recognition
 (benchmarks/README.md, a finer projection). Off in every config.
+
+With ``model.reassociate`` the same refinement runs after the global transformer, keys from its tokens instead of
+the tokenizer's superpixels (at the pixel stride itself when there is no finer one: no stages, the stride-s
+features alone): the tokens have seen the whole image, so a pixel can move towards the neighbour whose global
+description fits it.
 """
 
 from __future__ import annotations
@@ -33,17 +38,19 @@ class FineAssociation(nn.Module):
     """Pixels at stride f against the tokenizer's superpixels: the association the classes are projected through.
 
     Args:
-        stage_channels: channels of the backbone stages at strides f, 2f, ..., s/2, finest first.
+        stage_channels: channels of the backbone stages at strides f, 2f, ..., s/2, finest first (none: f = s).
         channels: C, width of the stride-s pixel features and of the superpixels.
         dim: width of the fine pixel features and of the keys (``model.projection_channels``).
+        key_channels: width of what the keys are projected from: C for the tokenizer's superpixels (default), the
+            transformer's D for its tokens (``model.reassociate``).
     """
 
-    def __init__(self, stage_channels: list[int], channels: int, dim: int) -> None:
+    def __init__(self, stage_channels: list[int], channels: int, dim: int, key_channels: int | None = None) -> None:
         super().__init__()
         self.top = nn.Conv2d(channels, dim, 1)  # the stride-s pixel features
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in stage_channels)
         self.query_norm = nn.LayerNorm(dim)
-        self.key = nn.Linear(channels, dim)
+        self.key = nn.Linear(key_channels or channels, dim)
         self.key_norm = nn.LayerNorm(dim)
 
     def pixel_features(self, pix: Tensor, stages: list[Tensor]) -> Tensor:
@@ -68,8 +75,9 @@ class FineAssociation(nn.Module):
 
         Args:
             pix, stages: as :meth:`pixel_features`.
-            sp: (B, Gh, Gw, C) the tokenizer's superpixels.
-            assoc: (B, Gh, Gw, 9, n) the tokenizer's final association at stride s, n = cell²; n' = (cell * s / f)².
+            sp: (B, Gh, Gw, key_channels) the tokenizer's superpixels, or the transformer's tokens.
+            assoc: (B, Gh, Gw, 9, n) the tokenizer's final association at stride s, n = cell²; n' = (cell * s / f)²
+                (n' = n without stages).
         """
         b, gh, gw = assoc.shape[:3]
         feats = self.pixel_features(pix, stages)

@@ -77,7 +77,8 @@ class SuperpixelModel(nn.Module):
     :class:`~spxseg.models.global_transformer.GlobalTransformer`) and ``classifier``; these attribute
     names are the checkpoints' state-dict prefixes and the profiler's stage names. With
     ``model.loss.aux_pixel_weight`` > 0 also ``aux_classifier``, a 1x1 conv on the pixel features that only
-    training runs; with ``model.projection_stride`` finer than the pixel stride also ``fine_association``.
+    training runs; with ``model.projection_stride`` finer than the pixel stride or ``model.reassociate`` also
+    ``fine_association`` (after the transformer, keys from its tokens, with ``model.reassociate``).
 
     ``stride`` and ``cell`` are those of the final association, which the outputs are at (the pixel stride
     and ``model.cell`` unless ``model.projection_stride``); ``pixel_stride`` and ``pixel_cell`` the tokenizer's.
@@ -104,8 +105,11 @@ class SuperpixelModel(nn.Module):
                 raise ValueError(f"model.projection_stride={cfg.projection_stride}: needs backbone stages at strides "
                                  f"{expected} below model.pixel_stride={cfg.pixel_stride}; {cfg.backbone.name} has "
                                  f"{self.backbone.strides}")
+        self.reassociate = cfg.reassociate
+        if self.stride != cfg.pixel_stride or cfg.reassociate:
+            key_channels = cfg.transformer.dim if cfg.reassociate else cfg.channels
             self.fine_association = FineAssociation(self.backbone.channels[: self.num_fine], cfg.channels,
-                                                    cfg.projection_channels)
+                                                    cfg.projection_channels, key_channels)
         tok = cfg.tokenizer
         self.tokenizer = SuperpixelTokenizer(cfg.channels, tok.iters, tok.heads, tok.dual_path, tok.ffn_ratio,
                                              cfg.cell, tok.position_bias, tok.shared_qk, tok.final_pool,
@@ -221,11 +225,13 @@ class SuperpixelModel(nn.Module):
         # that precision even under autocast: bf16 centroids are off by pixels, bf16 probabilities do not sum to 1
         with torch.autocast(images.device.type, enabled=False):
             centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords.to(assoc.dtype))
-        if self.fine_association is not None:  # the association the classes are projected through, at stride f
+        if self.fine_association is not None and not self.reassociate:  # the association the classes go through
             assoc = self.fine_association(pix_map, fine_feats, sp, assoc)
         if self.cell_max:  # [S, max over the cell's image pixels of F]: (B, Gh, Gw, 2C)
             sp = torch.cat([sp, _cell_max(pix, valid)], -1)
         tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)
+        if self.reassociate:  # the same refinement, keys from the tokens (at stride s without a finer one)
+            assoc = self.fine_association(pix_map, fine_feats, tokens.view(b, gh, gw, -1), assoc)
         sp_logits = self.classifier(tokens).view(b, gh, gw, -1)  # (B, Gh, Gw, K)
         with torch.autocast(images.device.type, enabled=False):
             sp_probs = sp_logits.to(assoc.dtype).softmax(-1)

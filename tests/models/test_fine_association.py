@@ -162,3 +162,57 @@ def test_profiler_breakdown_times_the_fine_association_as_a_stage(fine_model) ->
     assert all(v >= 0 for k, v in stages.items() if k != "head") and "fine_association" in format_stages(stages)
     plain = stage_breakdown(build_model(SMALL).eval(), x, RunSettings(), iters=1, warmup=0)
     assert "fine_association" not in plain and "fine_association" not in format_stages(plain)
+
+
+def test_stride_s_association_without_stages_matches_its_plain_formulation() -> None:
+    """float64, no stages (``model.reassociate`` at the pixel stride): the refinement at stride s itself, keys of
+    another width (the transformer's D), against the per-pixel loop."""
+    torch.manual_seed(0)
+    module = FineAssociation([], channels=8, dim=4, key_channels=12).double()
+    pix = torch.randn(2, 8, 6, 9, dtype=torch.float64)  # 2 x 3 cells of cell 3
+    tokens = torch.randn(2, 2, 3, 12, dtype=torch.float64)
+    valid = ops.neighbor_valid(2, 3).view(1, 2, 3, 9, 1)
+    coarse = torch.randn(2, 2, 3, 9, 9, dtype=torch.float64).masked_fill(~valid, float("-inf")).softmax(3)
+    with torch.no_grad():
+        assoc = ops.assoc_from_cells(module(pix, [], tokens, coarse), 3)
+        feats = module.pixel_features(pix, [])
+        expected = _plain_association(feats, tokens, ops.assoc_from_cells(coarse, 3), module, 3)
+    assert feats.shape == (2, 4, 6, 9) and assoc.shape == (2, 9, 6, 9)
+    torch.testing.assert_close(assoc, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(feats, module.top(pix), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("projection_stride", [0, 2])
+def test_reassociate_refines_the_final_association_from_the_transformer_tokens(projection_stride) -> None:
+    """``model.reassociate``: the association the classes go through is the tokenizer's refined with keys from the
+    transformer's tokens (after it, at the projection stride), and the pixel loss trains the transformer through it."""
+    torch.manual_seed(0)
+    cfg = {**SMALL, "reassociate": True, "projection_stride": projection_stride, "projection_channels": 8}
+    model = build_model(cfg)
+    assert model.fine_association.key.in_features == SMALL["transformer"]["dim"]
+    seen = {}
+    model.transformer.register_forward_hook(lambda m, args, out: seen.update(tokens=out))
+    model.tokenizer.register_forward_hook(lambda m, args, out: seen.update(assoc=out[1]))
+    model.fine_association.register_forward_hook(lambda m, args, out: seen.update(args=args, fine=out))
+    images = torch.randn(2, 3, 64, 80)  # 4 x 5 superpixels of 16 pixels
+    out = model(images)
+    stride = projection_stride or 4
+    gh, gw, cell = 4, 5, 16 // stride
+    assert out.assoc.shape == (2, 9, 64 // stride, 80 // stride)
+    torch.testing.assert_close(out.assoc.sum(1), torch.ones(2, 64 // stride, 80 // stride))
+    # the refinement gets the transformer's tokens as keys and the tokenizer's association as its prior, and
+    # its output is the association the model returns; with other keys it would differ
+    pix_map, fine, keys, prior = seen["args"]
+    assert torch.equal(keys, seen["tokens"].view(2, gh, gw, -1)) and torch.equal(prior, seen["assoc"])
+    assert torch.equal(out.assoc, ops.assoc_from_cells(seen["fine"], cell))
+    refined = seen["fine"]
+    with torch.no_grad():  # zero keys add no dot products: the tokenizer's association at that stride
+        unrefined = model.fine_association(pix_map, fine, torch.zeros_like(keys), prior)
+    assert (refined - unrefined).abs().max() > 0.05
+    # the pixel loss alone (no superpixel loss) reaches the transformer through the association too
+    model.zero_grad()
+    probs = out.probs.clamp_min(1e-8).log()
+    F.nll_loss(probs, torch.randint(0, 5, (2, 64, 80))).backward()
+    for name, p in model.fine_association.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert model.transformer.layers[0].mlp_norm.weight.grad.abs().sum() > 0
