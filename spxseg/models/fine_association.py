@@ -35,7 +35,8 @@ from spxseg.models import superpixel_ops as ops
 
 
 class FineAssociation(nn.Module):
-    """Pixels at stride f against the tokenizer's superpixels: the association the classes are projected through.
+    """Pixels at stride f against the tokenizer's superpixels (or the transformer's tokens): the association the
+    classes are projected through.
 
     Args:
         stage_channels: channels of the backbone stages at strides f, 2f, ..., s/2, finest first (none: f = s).
