@@ -125,6 +125,11 @@ class LossConfig:
     # not built). Ours only. CamVid study: faster start, same end (58.9 against 58.8), -1.2 on the light
     # variant: off in every config (benchmarks/README.md, under-fitting)
     aux_pixel_weight: float = 0.0
+    # deep supervision of the global transformer (as Mask2Former's per decoder layer): the tokens of each layer
+    # but the last go through the final norm, the classifier and the association like the last layer's, and get
+    # the pixel and superpixel terms; their mean over those layers, times this weight, joins the loss. Training
+    # only, no weights of its own; needs transformer.layers >= 2. 0 = off. Ours only.
+    layer_weight: float = 0.0
     # one weight per class for every loss term (pixel, superpixel, reconstruction; the peers' cross-entropy),
     # so rare classes count more; None = all 1. tools/dataset_info.py --class-weights prints ENet's
     # 1 / ln(1.02 + class frequency) for a config's train split, scaled to a pixel-weighted mean of 1

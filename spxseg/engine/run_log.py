@@ -15,6 +15,7 @@ import torch
 from spxseg.engine import distributed as du
 from spxseg.engine.checkpoint import write_text
 from spxseg.engine.evaluator import to_jsonable
+from spxseg.models.loss import LOGGED_TERMS
 
 
 class RunLog:
@@ -69,7 +70,7 @@ class LossWindow:
     start: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
-        self.terms = torch.zeros(5, device=self.device)
+        self.terms = torch.zeros(len(LOGGED_TERMS), device=self.device)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
 
     def add(self, terms: torch.Tensor, data_time: float) -> None:
@@ -82,8 +83,7 @@ class LossWindow:
         """The log record of this window (averaged over the ranks), then start a new window."""
         mean = du.all_reduce_mean(self.terms / self.iters).tolist()
         record = {
-            "iter": iteration, "loss": mean[0], "loss_pixel": mean[1], "loss_superpixel": mean[2],
-            "loss_reconstruction": mean[3], "loss_aux": mean[4],
+            "iter": iteration, **dict(zip(LOGGED_TERMS, mean, strict=True)),
             "lr": lr, "it_per_s": self.iters / (time.perf_counter() - self.start),
             "data_time": self.data_time / self.iters,
         }

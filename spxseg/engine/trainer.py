@@ -45,6 +45,7 @@ from spxseg.engine.precision import autocast_context, check_amp
 from spxseg.engine.run_log import LossWindow, RunLog
 from spxseg.engine.signals import StopSignal
 from spxseg.models import build_model, model_loss
+from spxseg.models.loss import LOGGED_TERMS
 
 
 class TrainingStopped(RuntimeError):
@@ -237,7 +238,7 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
     and the seconds spent waiting for data.
     """
     tc, device = run.cfg.train, run.device
-    terms = torch.zeros(5, device=device)
+    terms = torch.zeros(len(LOGGED_TERMS), device=device)
     data_time = 0.0
     for micro in range(tc.accum_steps):
         t0 = time.perf_counter()

@@ -5,6 +5,7 @@ See ARCHITECTURE.md, Global transformer and classification.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -69,9 +70,20 @@ class GlobalTransformer(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout, layer_scale) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, tokens: Tensor, centroids: Tensor) -> Tensor:
-        """tokens (B, N, C), centroids (B, N, 2) in [0, 1] -> (B, N, D), normalised."""
+    def forward(self, tokens: Tensor, centroids: Tensor, every_layer: bool = False) -> Tensor:
+        """tokens (B, N, C), centroids (B, N, 2) in [0, 1] -> (B, N, D), normalised.
+
+        With ``every_layer``, (L, B, N, D): each layer's output through the final norm, the last being the usual
+        output (what deep supervision classifies; L >= 1).
+        """
         x = self.input(tokens) + self.position(centroids.to(tokens.dtype))
+        outputs = []
         for layer in self.layers:
             x = layer(x)
+            if every_layer:
+                outputs.append(x)
+        if every_layer:
+            if not outputs:
+                raise ValueError("every_layer needs model.transformer.layers >= 1")
+            return self.norm(torch.stack(outputs))
         return self.norm(x)

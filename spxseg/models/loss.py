@@ -89,6 +89,10 @@ def _pooled_histograms(assoc: Tensor, dist: Tensor, labelled: Tensor, cell: int)
     return total / mass.clamp_min(1e-6).unsqueeze(-1), mass
 
 
+# the training log's names of the entries of LossTerms.logged(), in order
+LOGGED_TERMS = ("loss", "loss_pixel", "loss_superpixel", "loss_reconstruction", "loss_aux", "loss_layers")
+
+
 @dataclass
 class LossTerms:
     total: Tensor
@@ -96,13 +100,14 @@ class LossTerms:
     superpixel: Tensor
     reconstruction: Tensor | None = None  # None = 0 (off, or a peer decoder)
     aux: Tensor | None = None  # the auxiliary pixel classifier's cross-entropy; None = 0 (off)
+    layers: Tensor | None = None  # the intermediate transformer layers' mean loss (deep supervision); None = 0 (off)
 
     def logged(self) -> Tensor:
-        """(5,) detached total, pixel, superpixel, reconstruction and auxiliary terms, for the training log."""
+        """(6,) detached total, pixel, superpixel, reconstruction, auxiliary and intermediate-layer terms, for the
+        training log (named by ``LOGGED_TERMS``)."""
         zero = torch.zeros_like(self.total)
-        rec = zero if self.reconstruction is None else self.reconstruction
-        aux = zero if self.aux is None else self.aux
-        return torch.stack([self.total, self.pixel, self.superpixel, rec, aux]).detach()
+        optional = [zero if term is None else term for term in (self.reconstruction, self.aux, self.layers)]
+        return torch.stack([self.total, self.pixel, self.superpixel, *optional]).detach()
 
 
 def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
@@ -110,7 +115,7 @@ def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     for key in ("hard_pixel_fraction", "reconstruction_hard_fraction", "superpixel_hard_fraction"):
         if not 0.0 < getattr(cfg, key) <= 1.0:
             raise ValueError(f"model.loss.{key} must be in (0, 1], got {getattr(cfg, key)}")
-    for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight"):
+    for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight", "layer_weight"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.class_weights is not None:
@@ -221,7 +226,8 @@ def segmentation_loss(
     """Pixel NLL of log(P) at full resolution (over the hardest ``cfg.hard_pixel_fraction`` of the pixels) +
     weighted superpixel soft cross-entropy (over the hardest ``cfg.superpixel_hard_fraction`` of the superpixels
     with labelled mass) (+ the reconstruction,
-    + the auxiliary pixel classifier's cross-entropy when the model computed ``out.aux_logits``).
+    + the auxiliary pixel classifier's cross-entropy when the model computed ``out.aux_logits``,
+    + those two terms for each intermediate transformer layer, averaged, when it computed ``out.layer_probs``).
     With ``cfg.class_weights`` each pixel's term is scaled by its class's weight and each superpixel's
     cross-entropy ``-sum_k w_k t_k log p_k``; means stay over pixels / superpixels, not over weights.
 
@@ -235,28 +241,35 @@ def segmentation_loss(
         raise ValueError(
             f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.probs.shape[-2:])} differ in size"
         )
-    # contiguous: nll_loss's backward rejects channels-last-like layouts
-    log_probs = out.probs.float().clamp_min(1e-8).log().contiguous()
-    # a crop with no labelled pixel (possible with batch 1 per GPU) gives 0, not the NaN of nll_loss's
-    # "mean" (that would stop training)
-    weights = class_weight_tensor(cfg, log_probs)
-    per_pixel = F.nll_loss(log_probs, labels.contiguous(), weight=weights, ignore_index=cfg.ignore_index,
-                           reduction="none")
-    pixel = pixel_mean(per_pixel, labels, cfg)
-    total, superpixel, reconstruction = pixel, torch.zeros_like(pixel), None
+    weights = class_weight_tensor(cfg, out.probs.float())
     num_classes, gh = out.sp_logits.shape[1], out.sp_logits.shape[2]
     cell = out.assoc.shape[-2] // gh
+    target = mass = None
     if cfg.superpixel_weight > 0:
         with torch.no_grad():
             target, mass = superpixel_targets(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
                                               cfg.area_labels)
-        sp_log_probs = out.sp_logits.float().permute(0, 2, 3, 1).log_softmax(-1)  # (B, Gh, Gw, K)
         if weights is not None:
             target = target * weights
+
+    def class_terms(probs: Tensor, sp_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The pixel and superpixel terms of one set of predictions (the model's, or one layer's)."""
+        # contiguous: nll_loss's backward rejects channels-last-like layouts
+        log_probs = probs.float().clamp_min(1e-8).log().contiguous()
+        # a crop with no labelled pixel (possible with batch 1 per GPU) gives 0, not the NaN of nll_loss's
+        # "mean" (that would stop training)
+        per_pixel = F.nll_loss(log_probs, labels.contiguous(), weight=weights, ignore_index=cfg.ignore_index,
+                               reduction="none")
+        pixel = pixel_mean(per_pixel, labels, cfg)
+        if target is None:
+            return pixel, torch.zeros_like(pixel)
+        sp_log_probs = sp_logits.float().permute(0, 2, 3, 1).log_softmax(-1)  # (B, Gh, Gw, K)
         per_sp = -(target * sp_log_probs).sum(-1)
         # skip superpixels with no labelled mass; mean over the rest, or their hardest fraction
-        superpixel = hardest_mean(per_sp, mass > 1e-3, cfg.superpixel_hard_fraction)
-        total = total + cfg.superpixel_weight * superpixel
+        return pixel, hardest_mean(per_sp, mass > 1e-3, cfg.superpixel_hard_fraction)
+
+    pixel, superpixel = class_terms(out.probs, out.sp_logits)
+    total, reconstruction = pixel + cfg.superpixel_weight * superpixel, None
     if cfg.reconstruction_weight > 0:
         reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
                                              weights, cfg.reconstruction_hard_fraction, cfg.area_labels)
@@ -267,7 +280,12 @@ def segmentation_loss(
         aux_stride = stride * out.assoc.shape[-2] // out.aux_logits.shape[-2]
         aux = aux_pixel_loss(out.aux_logits, labels, aux_stride, cfg.ignore_index, weights)
         total = total + cfg.aux_pixel_weight * aux
-    return LossTerms(total, pixel, superpixel, reconstruction, aux)
+    layers = None
+    if cfg.layer_weight > 0 and out.layer_probs is not None:
+        per_layer = [class_terms(probs, logits) for probs, logits in zip(out.layer_probs, out.layer_sp_logits)]
+        layers = torch.stack([p + cfg.superpixel_weight * sp for p, sp in per_layer]).mean()
+        total = total + cfg.layer_weight * layers
+    return LossTerms(total, pixel, superpixel, reconstruction, aux, layers)
 
 
 def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> LossTerms:

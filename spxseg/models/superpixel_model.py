@@ -36,6 +36,10 @@ class SegOutput(NamedTuple):
     superpixels: (B, H, W) int64 hard superpixel id (row-major index into the Gh x Gw grid).
     aux_logits: (B, K, h, w) logits of the auxiliary pixel classifier at stride s (padded grid), in training
         with ``model.loss.aux_pixel_weight`` > 0 only; None otherwise (it is a training signal, not a prediction).
+    layer_probs: (L-1, B, K, H, W) the class probabilities of each global-transformer layer but the last, its
+        tokens classified by the same classifier and projected through the same association; in training with
+        ``model.loss.layer_weight`` > 0 and two or more layers only (deep supervision); None otherwise.
+    layer_sp_logits: (L-1, B, K, Gh, Gw) those layers' superpixel class logits, with ``layer_probs``.
     """
 
     probs: Tensor
@@ -43,6 +47,8 @@ class SegOutput(NamedTuple):
     assoc: Tensor
     superpixels: Tensor
     aux_logits: Tensor | None = None
+    layer_probs: Tensor | None = None
+    layer_sp_logits: Tensor | None = None
 
 
 class Prediction(NamedTuple):
@@ -61,13 +67,16 @@ class CoarseOutput(NamedTuple):
     model's ``stride``) over the padded grid (channels-last in memory), sp_logits (B, Gh, Gw, K), assoc
     (B, Gh, Gw, 9, n) in cell layout and the image size that grid covers, (Hp, Wp) = (h * f, w * f) >= (H, W)
     (not the backbone's padded input: whole cells, not multiples of its stride); aux_logits as in
-    :class:`SegOutput`."""
+    :class:`SegOutput`; layer_probs (L-1, B, K, h, w) and layer_sp_logits (L-1, B, Gh, Gw, K) as ``probs`` and
+    ``sp_logits`` for each transformer layer but the last (deep supervision, see :class:`SegOutput`), or None."""
 
     probs: Tensor
     sp_logits: Tensor
     assoc: Tensor
     padded: tuple[int, int]
     aux_logits: Tensor | None = None
+    layer_probs: Tensor | None = None
+    layer_sp_logits: Tensor | None = None
 
 
 class SuperpixelModel(nn.Module):
@@ -78,7 +87,9 @@ class SuperpixelModel(nn.Module):
     names are the checkpoints' state-dict prefixes and the profiler's stage names. With
     ``model.loss.aux_pixel_weight`` > 0 also ``aux_classifier``, a 1x1 conv on the pixel features that only
     training runs; with ``model.projection_stride`` finer than the pixel stride or ``model.reassociate`` also
-    ``fine_association`` (after the transformer, keys from its tokens, with ``model.reassociate``).
+    ``fine_association`` (after the transformer, keys from its tokens, with ``model.reassociate``). With
+    ``model.loss.layer_weight`` > 0, training also classifies every transformer layer but the last through the
+    same classifier and association (``SegOutput.layer_probs``, deep supervision).
 
     ``stride`` and ``cell`` are those of the final association, which the outputs are at (the pixel stride
     and ``model.cell`` unless ``model.projection_stride``); ``pixel_stride`` and ``pixel_cell`` the tokenizer's.
@@ -120,6 +131,8 @@ class SuperpixelModel(nn.Module):
                                              tr.mlp_ratio, tr.dropout, tr.layer_scale)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
+        # training only, through the classifier and association above: no weights of its own
+        self.deep_supervision = cfg.loss.layer_weight > 0
         # the backbone's input is padded to a multiple of its coarsest stride (as the peers' is; model.pad_input),
         # and its stride-s features are cut or zero-padded to whole cells over the image (coarse): padding the image
         # to both at once (lcm(12, 32) = 96 for spx_lite0_mid) ran 180x240 as 192x288, 84 of its 384 superpixels
@@ -150,15 +163,21 @@ class SuperpixelModel(nn.Module):
         """
         height, width = images.shape[-2:]
         coarse = self.coarse(images)
-        probs = self._full_probs(coarse, height, width)
+        probs = _full_probs(coarse.probs, coarse.padded, height, width)
         if torch.is_grad_enabled():  # a user's own loss (nll_loss's backward) needs the documented NCHW layout
             probs = probs.contiguous()
+        layer_probs = layer_sp_logits = None
+        if coarse.layer_probs is not None:
+            layer_probs = torch.stack([_full_probs(p, coarse.padded, height, width) for p in coarse.layer_probs])
+            layer_sp_logits = coarse.layer_sp_logits.permute(0, 1, 4, 2, 3)
         return SegOutput(
             probs=probs,
             sp_logits=coarse.sp_logits.permute(0, 3, 1, 2),
             assoc=ops.assoc_from_cells(coarse.assoc, self.cell),
             superpixels=self._hard_ids(coarse.assoc)[:, :height, :width],
             aux_logits=coarse.aux_logits,
+            layer_probs=layer_probs,
+            layer_sp_logits=layer_sp_logits,
         )
 
     def predict(self, images: Tensor, superpixels: bool = False, size: tuple[int, int] | None = None
@@ -176,7 +195,7 @@ class SuperpixelModel(nn.Module):
         out_h, out_w = (height, width) if size is None else (int(size[0]), int(size[1]))
         coarse = self.coarse(images)
         if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
-            probs = self._full_probs(coarse, height, width)
+            probs = _full_probs(coarse.probs, coarse.padded, height, width)
             if (out_h, out_w) != (height, width):
                 probs = F.interpolate(probs, size=(out_h, out_w), mode="bilinear", align_corners=False)
             labels = probs.argmax(1)
@@ -191,13 +210,6 @@ class SuperpixelModel(nn.Module):
             if (out_h, out_w) != (height, width):
                 ids = F.interpolate(ids[:, None].float(), size=(out_h, out_w), mode="nearest")[:, 0].long()
         return Prediction(labels, ids)
-
-    @staticmethod
-    def _full_probs(coarse: CoarseOutput, height: int, width: int) -> Tensor:
-        """The stride-s probabilities resized to the padded input and cropped to the image: (B, K, H, W)."""
-        # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
-        probs = F.interpolate(coarse.probs, size=coarse.padded, mode="bilinear", align_corners=False)
-        return probs[:, :, :height, :width]
 
     def coarse(self, images: Tensor) -> CoarseOutput:
         """Everything up to the class probabilities at stride s: what ``forward`` and ``predict`` share (and
@@ -221,23 +233,39 @@ class SuperpixelModel(nn.Module):
         valid = self._valid_cells(height, width, h, w, images).expand(b, -1, -1, -1, -1) if pad_h or pad_w else None
         sp, assoc, pix = self.tokenizer(pix, valid)  # assoc (B, Gh, Gw, 9, n)
         coords = self._pixel_coords(height, width, h, w, images)
-        # assoc is float32 (float64 for float64 models); keep what is pooled or projected through it in
-        # that precision even under autocast: bf16 centroids are off by pixels, bf16 probabilities do not sum to 1
+        # assoc is float32 (float64 for float64 models); pool through it in that precision even under autocast:
+        # bf16 centroids are off by pixels
         with torch.autocast(images.device.type, enabled=False):
             centroids = ops.pool_cells(assoc if valid is None else assoc * valid, coords.to(assoc.dtype))
         if self.fine_association is not None and not self.reassociate:  # the association the classes go through
             assoc = self.fine_association(pix_map, fine_feats, sp, assoc)
         if self.cell_max:  # [S, max over the cell's image pixels of F]: (B, Gh, Gw, 2C)
             sp = torch.cat([sp, _cell_max(pix, valid)], -1)
-        tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2))  # (B, N, D)
+        deep = self.training and self.deep_supervision and len(self.transformer.layers) > 1
+        tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2), every_layer=deep)  # (B, N, D)
+        layer_tokens = None
+        if deep:  # (L, B, N, D): every layer's tokens
+            layer_tokens, tokens = tokens[:-1], tokens[-1]
         if self.reassociate:  # the same refinement, keys from the tokens (at stride s without a finer one)
             assoc = self.fine_association(pix_map, fine_feats, tokens.view(b, gh, gw, -1), assoc)
         sp_logits = self.classifier(tokens).view(b, gh, gw, -1)  # (B, Gh, Gw, K)
-        with torch.autocast(images.device.type, enabled=False):
+        probs = self._project(assoc, sp_logits)
+        layer_probs = layer_sp_logits = None
+        if layer_tokens is not None:
+            layer_sp_logits = self.classifier(layer_tokens).view(-1, b, gh, gw, sp_logits.shape[-1])
+            layer_probs = torch.stack([self._project(assoc, logits) for logits in layer_sp_logits])
+        return CoarseOutput(probs, sp_logits, assoc, (h * stride, w * stride), aux_logits, layer_probs,
+                            layer_sp_logits)
+
+    def _project(self, assoc: Tensor, sp_logits: Tensor) -> Tensor:
+        """Superpixel class logits (B, Gh, Gw, K) through the association (B, Gh, Gw, 9, n) to the class
+        probabilities at the projection stride, (B, K, h, w) channels-last in memory."""
+        # assoc is float32 (float64 for float64 models); project in that precision even under autocast:
+        # bf16 probabilities do not sum to 1
+        with torch.autocast(assoc.device.type, enabled=False):
             sp_probs = sp_logits.to(assoc.dtype).softmax(-1)
             probs = ops.project_cells(assoc, ops.gather_neighbors(sp_probs))  # (B, Gh, Gw, n, K)
-        probs = _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)  # (B, K, h, w), channels-last in memory
-        return CoarseOutput(probs, sp_logits, assoc, (h * stride, w * stride), aux_logits)
+        return _cells_to_nhwc(probs, self.cell).permute(0, 3, 1, 2)
 
     def _valid_cells(self, height: int, width: int, h: int, w: int, like: Tensor) -> Tensor:
         """(1, Gh, Gw, 1, n): 1 where the stride-s pixel covers part of the image, 0 for padding."""
@@ -265,6 +293,14 @@ class SuperpixelModel(nn.Module):
         b, h, w = ids.shape
         s = self.stride
         return ids[:, :, None, :, None].expand(b, h, s, w, s).reshape(b, h * s, w * s)
+
+
+def _full_probs(probs: Tensor, padded: tuple[int, int], height: int, width: int) -> Tensor:
+    """Probabilities (B, K, h, w) at the projection stride resized to the padded image size ``padded`` and cropped
+    to the image: (B, K, H, W)."""
+    # bilinear resize of a channels-last map vectorises over classes (much faster on CPU)
+    probs = F.interpolate(probs, size=padded, mode="bilinear", align_corners=False)
+    return probs[:, :, :height, :width]
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> Tensor:

@@ -6,7 +6,7 @@ from conftest import SMALL_MODEL
 
 from spxseg import build_model
 from spxseg.engine.optim import param_groups
-from spxseg.models.global_transformer import EncoderLayer
+from spxseg.models.global_transformer import EncoderLayer, GlobalTransformer
 
 
 def test_encoder_layer_is_two_scaled_residual_branches() -> None:
@@ -57,3 +57,20 @@ def test_layer_scale_in_the_model_config() -> None:
     for bad, message in ((-0.1, "must be >= 0"), (float("nan"), "expected float, got nan")):
         with pytest.raises(ValueError, match=f"model.transformer.layer_scale.*{message}"):
             build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "layer_scale": bad}})
+
+
+def test_every_layer_output_is_each_prefix_of_the_stack_normalised() -> None:
+    """``every_layer`` returns, in float64, the final norm of the input run through the first 1, 2, ... L layers;
+    the last is the plain output. A stack of no layers has nothing to return."""
+    torch.manual_seed(0)
+    transformer = GlobalTransformer(in_channels=8, dim=16, layers=3, heads=4, mlp_ratio=2.0).double().eval()
+    tokens, centroids = torch.randn(2, 5, 8, dtype=torch.float64), torch.rand(2, 5, 2, dtype=torch.float64)
+    every = transformer(tokens, centroids, every_layer=True)
+    assert every.shape == (3, 2, 5, 16)
+    x = transformer.input(tokens) + transformer.position(centroids)
+    for i, layer in enumerate(transformer.layers):
+        x = layer(x)
+        torch.testing.assert_close(every[i], transformer.norm(x))
+    torch.testing.assert_close(every[-1], transformer(tokens, centroids))
+    with pytest.raises(ValueError, match="transformer.layers >= 1"):
+        GlobalTransformer(8, 16, layers=0, heads=4)(tokens.float(), centroids.float(), every_layer=True)

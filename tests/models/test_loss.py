@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from spxseg.config import LossConfig
 from spxseg.models import build_model, model_loss
 from spxseg.models import superpixel_ops as ops
+from spxseg.models.superpixel_model import SegOutput
 from spxseg.models.loss import (
+    LOGGED_TERMS,
     enet_class_weights,
     label_distribution_at_stride,
     pixel_mean,
@@ -209,7 +211,7 @@ def test_loss_options_reach_the_total(architecture) -> None:
     out = model(x)
     terms = model_loss(out, labels, model.cfg)
     logged = terms.logged()
-    assert logged.shape == (5,) and not logged.requires_grad
+    assert logged.shape == (len(LOGGED_TERMS),) and not logged.requires_grad
     if architecture == "spx":
         assert terms.reconstruction is not None and terms.reconstruction > 0
         assert terms.aux is not None and terms.aux > 0 and logged[4] == terms.aux
@@ -318,3 +320,41 @@ def test_aux_pixel_classifier_trains_only() -> None:
     assert model.eval()(x).aux_logits is None
     plain = build_model(TINY)
     assert plain.aux_classifier is None and not any(k.startswith("aux") for k in plain.state_dict())
+
+
+def test_deep_supervision_classifies_every_layer_through_the_same_head() -> None:
+    """With ``loss.layer_weight`` each transformer layer but the last is classified as if the stack ended there
+    (the same model with its later layers removed gives those probabilities, in float64, on a padded input), and
+    the loss adds the weight times the mean of those layers' pixel and superpixel terms; eval mode, one layer or
+    weight 0 compute none of it."""
+    torch.manual_seed(0)
+    cfg = {**TINY, "transformer": {"layers": 3, "dim": 64, "heads": 2}, "loss": {"layer_weight": 0.5}}
+    model = build_model(cfg).double()
+    x, labels = torch.randn(2, 3, 60, 72, dtype=torch.float64), torch.randint(0, 4, (2, 60, 72))
+    labels[1, :30] = 255
+    out = model(x)
+    gh, gw = -(-60 // 16), -(-72 // 16)
+    assert out.layer_probs.shape == (2, 2, 4, 60, 72) and out.layer_sp_logits.shape == (2, 2, 4, gh, gw)
+    layers = model.transformer.layers
+    for kept in (1, 2):
+        model.transformer.layers = layers[:kept]
+        truncated = model(x)
+        torch.testing.assert_close(out.layer_probs[kept - 1], truncated.probs)
+        torch.testing.assert_close(out.layer_sp_logits[kept - 1], truncated.sp_logits)
+    model.transformer.layers = layers
+    torch.testing.assert_close(out.probs, model(x).probs)
+
+    terms = model_loss(out, labels, model.cfg)
+    plain_cfg = LossConfig()  # superpixel weight 0.5, the rest off, as the model's
+    per_layer = [segmentation_loss(SegOutput(p, s, out.assoc, out.superpixels), labels, plain_cfg, 4)
+                 for p, s in zip(out.layer_probs, out.layer_sp_logits)]
+    expected = torch.stack([t.pixel + 0.5 * t.superpixel for t in per_layer]).mean()
+    torch.testing.assert_close(terms.layers, expected)
+    torch.testing.assert_close(terms.total, terms.pixel + 0.5 * terms.superpixel + 0.5 * expected)
+    assert terms.logged()[LOGGED_TERMS.index("loss_layers")] == terms.layers
+
+    assert model.eval()(x).layer_probs is None
+    for off in ({**cfg, "loss": {}}, {**cfg, "transformer": {"layers": 1, "dim": 64, "heads": 2}}):
+        plain = build_model(off)
+        assert plain(x.float()).layer_probs is None and model_loss(plain(x.float()), labels, plain.cfg).layers is None
+    assert {k for k in build_model(cfg).state_dict()} == {k for k in build_model({**cfg, "loss": {}}).state_dict()}
