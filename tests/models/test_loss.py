@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from spxseg.config import LossConfig
 from spxseg.models import build_model, model_loss
 from spxseg.models import superpixel_ops as ops
-from spxseg.models.superpixel_model import SegOutput
 from spxseg.models.loss import (
     LOGGED_TERMS,
     enet_class_weights,
@@ -22,6 +21,7 @@ from spxseg.models.loss import (
     segmentation_loss,
     superpixel_targets,
 )
+from spxseg.models.superpixel_model import SegOutput
 
 TINY = {"num_classes": 4, "backbone": {"name": "resnet18"}, "channels": 32, "cell": 4,
         "tokenizer": {"iters": 1, "heads": 2}, "transformer": {"layers": 1, "dim": 64, "heads": 2}}
