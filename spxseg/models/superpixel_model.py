@@ -341,6 +341,10 @@ def _check_sizes(cfg: ModelConfig) -> None:
     if f and (f < 1 or f > s or s % f or (s // f) & (s // f - 1)):
         raise ValueError(f"model.projection_stride must be 0 (the pixel stride) or model.pixel_stride={s} divided by a "
                          f"power of two, got {f}")
+    if cfg.loss.layer_weight > 0 and cfg.transformer.layers < 2:
+        raise ValueError(f"model.loss.layer_weight={cfg.loss.layer_weight} supervises the global transformer's layers "
+                         f"before the last: needs model.transformer.layers >= 2, got {cfg.transformer.layers} "
+                         f"(or set model.loss.layer_weight=0)")
     if f and f != s and cfg.projection_channels < 1:
         raise ValueError(f"model.projection_channels must be >= 1, got {cfg.projection_channels}")
 

@@ -325,8 +325,8 @@ def test_aux_pixel_classifier_trains_only() -> None:
 def test_deep_supervision_classifies_every_layer_through_the_same_head() -> None:
     """With ``loss.layer_weight`` each transformer layer but the last is classified as if the stack ended there
     (the same model with its later layers removed gives those probabilities, in float64, on a padded input), and
-    the loss adds the weight times the mean of those layers' pixel and superpixel terms; eval mode, one layer or
-    weight 0 compute none of it."""
+    the loss adds the weight times the mean of those layers' pixel and superpixel terms; eval mode and weight 0
+    compute none of it, and a one-layer transformer is refused, naming the keys."""
     torch.manual_seed(0)
     cfg = {**TINY, "transformer": {"layers": 3, "dim": 64, "heads": 2}, "loss": {"layer_weight": 0.5}}
     model = build_model(cfg).double()
@@ -354,7 +354,8 @@ def test_deep_supervision_classifies_every_layer_through_the_same_head() -> None
     assert terms.logged()[LOGGED_TERMS.index("loss_layers")] == terms.layers
 
     assert model.eval()(x).layer_probs is None
-    for off in ({**cfg, "loss": {}}, {**cfg, "transformer": {"layers": 1, "dim": 64, "heads": 2}}):
-        plain = build_model(off)
-        assert plain(x.float()).layer_probs is None and model_loss(plain(x.float()), labels, plain.cfg).layers is None
-    assert {k for k in build_model(cfg).state_dict()} == {k for k in build_model({**cfg, "loss": {}}).state_dict()}
+    plain = build_model({**cfg, "loss": {}})
+    assert plain(x.float()).layer_probs is None and model_loss(plain(x.float()), labels, plain.cfg).layers is None
+    assert set(build_model(cfg).state_dict()) == set(plain.state_dict())  # no weights of its own
+    with pytest.raises(ValueError, match="model.loss.layer_weight=0.5 .* needs model.transformer.layers >= 2, got 1"):
+        build_model({**cfg, "transformer": {"layers": 1, "dim": 64, "heads": 2}})
