@@ -89,6 +89,9 @@ class TransformerConfig:
     # start at this value, so the stack starts near the identity (CaiT uses 0.1 up to depth 18); 0 = off. 0.1 in
     # spx_lite0_base and spx_lite0_mid; 0.01 and 0.001 start faster and end at the same 62.6 (spx_lite0_base, seed 0)
     layer_scale: float = 0.0
+    # stochastic depth: in training each layer's attention and MLP branches are dropped per sample, layer i of L
+    # with probability drop_path * i / (L - 1) (none for the first layer, nor for a one-layer stack); 0 = off
+    drop_path: float = 0.0
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from torch import Tensor, nn
 
 from spxseg.models.layers import FeedForward, layer_scale_vector, scaled
@@ -35,10 +36,15 @@ class EncoderLayer(nn.Module):
 
     With ``layer_scale`` > 0 each branch's output is multiplied channel-wise by a learned vector that starts at
     that value (LayerScale, Touvron et al., "Going deeper with image transformers", 2021), so a deep stack starts
-    close to the identity; 0 = plain residuals (no extra parameters).
+    close to the identity; 0 = plain residuals (no extra parameters). With ``drop_path`` > 0, in training, each
+    branch is dropped for a whole sample with that probability and kept ones are scaled by 1 / (1 - p)
+    (stochastic depth, Huang et al., 2016; timm's ``DropPath``); nothing changes at inference.
     """
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale: float = 0.0,
+        drop_path: float = 0.0,
+    ) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = SelfAttention(dim, heads, dropout)
@@ -46,10 +52,11 @@ class EncoderLayer(nn.Module):
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
         self.attn_scale = layer_scale_vector(dim, layer_scale)
         self.mlp_scale = layer_scale_vector(dim, layer_scale)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + scaled(self.attn(self.attn_norm(x)), self.attn_scale)
-        return x + scaled(self.mlp(self.mlp_norm(x)), self.mlp_scale)
+        x = x + self.drop_path(scaled(self.attn(self.attn_norm(x)), self.attn_scale))
+        return x + self.drop_path(scaled(self.mlp(self.mlp_norm(x)), self.mlp_scale))
 
 
 class GlobalTransformer(nn.Module):
@@ -58,16 +65,19 @@ class GlobalTransformer(nn.Module):
     Args:
         in_channels: C, width of the tokenizer's superpixels.
         dim: D, token width.
+        drop_path: stochastic depth of the last layer; layer i of L drops its branches with probability
+            ``drop_path * i / (L - 1)`` (timm's linear rule: the first layer never, a single layer never).
     """
 
     def __init__(
         self, in_channels: int, dim: int = 256, layers: int = 4, heads: int = 8, mlp_ratio: float = 4.0,
-        dropout: float = 0.0, layer_scale: float = 0.0,
+        dropout: float = 0.0, layer_scale: float = 0.0, drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self.input = nn.Linear(in_channels, dim)
         self.position = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout, layer_scale) for _ in range(layers))
+        rates = torch.linspace(0, drop_path, layers).tolist()
+        self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout, layer_scale, rate) for rate in rates)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: Tensor, centroids: Tensor, every_layer: bool = False) -> Tensor:

@@ -128,7 +128,7 @@ class SuperpixelModel(nn.Module):
         tr = cfg.transformer
         self.cell_max = tr.cell_max
         self.transformer = GlobalTransformer(cfg.channels * (2 if tr.cell_max else 1), tr.dim, tr.layers, tr.heads,
-                                             tr.mlp_ratio, tr.dropout, tr.layer_scale)
+                                             tr.mlp_ratio, tr.dropout, tr.layer_scale, tr.drop_path)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
         # training only, through the classifier and association above: no weights of its own
@@ -337,6 +337,9 @@ def _check_sizes(cfg: ModelConfig) -> None:
                        "transformer.layer_scale": cfg.transformer.layer_scale}.items():
         if not value >= 0:  # also refuses nan
             raise ValueError(f"model.{key} must be >= 0 (0 = off), got {value}")
+    if not 0 <= cfg.transformer.drop_path < 1:
+        raise ValueError(f"model.transformer.drop_path is a probability in [0, 1) (0 = off), got "
+                         f"{cfg.transformer.drop_path}")
     f, s = cfg.projection_stride, cfg.pixel_stride
     if f and (f < 1 or f > s or s % f or (s // f) & (s // f - 1)):
         raise ValueError(f"model.projection_stride must be 0 (the pixel stride) or model.pixel_stride={s} divided by a "

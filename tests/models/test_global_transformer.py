@@ -1,4 +1,4 @@
-"""The global transformer's encoder layer, with and without LayerScale."""
+"""The global transformer's encoder layer, with and without LayerScale and stochastic depth."""
 
 import pytest
 import torch
@@ -74,3 +74,43 @@ def test_every_layer_output_is_each_prefix_of_the_stack_normalised() -> None:
     torch.testing.assert_close(every[-1], transformer(tokens, centroids))
     with pytest.raises(ValueError, match="transformer.layers >= 1"):
         GlobalTransformer(8, 16, layers=0, heads=4)(tokens.float(), centroids.float(), every_layer=True)
+
+
+def test_drop_path_drops_whole_branches_per_sample_in_training_only() -> None:
+    """With ``drop_path`` p, in training, each sample's output is one of the four plain formulations: each branch
+    kept (scaled by 1 / (1 - p)) or dropped, independently per sample (float64); in eval mode it is the layer
+    without stochastic depth. Over 64 samples at p = 0.5 all four show up."""
+    torch.manual_seed(0)
+    p = 0.5
+    layer = EncoderLayer(dim=16, heads=4, mlp_ratio=2.0, dropout=0.0, layer_scale=0.1, drop_path=p).double()
+    plain = EncoderLayer(dim=16, heads=4, mlp_ratio=2.0, dropout=0.0, layer_scale=0.1).double().eval()
+    plain.load_state_dict(layer.state_dict())
+    x = torch.randn(64, 7, 16, dtype=torch.float64)
+    torch.testing.assert_close(layer.eval()(x), plain(x))
+
+    def formulation(x, keep_attn, keep_mlp):
+        x = x + keep_attn / (1 - p) * plain.attn_scale * plain.attn(plain.attn_norm(x))
+        return x + keep_mlp / (1 - p) * plain.mlp_scale * plain.mlp(plain.mlp_norm(x))
+
+    out = layer.train()(x)
+    seen = set()
+    for sample in range(64):
+        matches = [(a, m) for a in (0, 1) for m in (0, 1)
+                   if torch.allclose(out[sample], formulation(x[sample : sample + 1], a, m)[0])]
+        assert len(matches) == 1, f"sample {sample} matches {matches}"
+        seen.add(matches[0])
+    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+def test_drop_path_rises_linearly_over_the_layers_and_is_checked() -> None:
+    """Layer i of L drops with probability ``drop_path * i / (L - 1)``: none on the first layer (so a one-layer
+    stack has none), the configured rate on the last; the model refuses a rate outside [0, 1), naming the key."""
+    transformer = GlobalTransformer(in_channels=8, dim=16, layers=3, heads=4, drop_path=0.2)
+    rates = [getattr(layer.drop_path, "drop_prob", 0.0) for layer in transformer.layers]
+    assert rates == pytest.approx([0.0, 0.1, 0.2])
+    assert isinstance(GlobalTransformer(8, 16, layers=1, heads=4, drop_path=0.2).layers[0].drop_path, torch.nn.Identity)
+    model = build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "drop_path": 0.1}})
+    assert model.state_dict().keys() == build_model(SMALL_MODEL).state_dict().keys()  # no weights of its own
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="model.transformer.drop_path is a probability"):
+            build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "drop_path": bad}})
