@@ -92,6 +92,9 @@ class TransformerConfig:
     # stochastic depth: in training each layer's attention and MLP branches are dropped per sample, layer i of L
     # with probability drop_path * i / (L - 1) (none for the first layer, nor for a one-layer stack); 0 = off
     drop_path: float = 0.0
+    # a LayerNorm on each head's queries and keys before their dot product (bounds the attention logits, which
+    # the head learning rate of 1e-3 may otherwise grow); 2 x 2 x D / heads parameters per layer; off = none
+    qk_norm: bool = False
 
 
 @dataclass

@@ -14,18 +14,25 @@ from spxseg.models.layers import FeedForward, layer_scale_vector, scaled
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+    """Multi-head self-attention through SDPA. With ``qk_norm`` each head's queries and keys go through their own
+    LayerNorm before the dot product (Dehghani et al., "Scaling vision transformers to 22 billion parameters",
+    2023), which bounds the attention logits."""
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0, qk_norm: bool = False) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"model.transformer.heads={heads} must divide model.transformer.dim={dim}")
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim)
+        self.q_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, N, D) -> (B, N, D)."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
         drop = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)  # (B, heads, N, d / heads)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
@@ -43,11 +50,11 @@ class EncoderLayer(nn.Module):
 
     def __init__(
         self, dim: int, heads: int, mlp_ratio: float, dropout: float, layer_scale: float = 0.0,
-        drop_path: float = 0.0,
+        drop_path: float = 0.0, qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = SelfAttention(dim, heads, dropout)
+        self.attn = SelfAttention(dim, heads, dropout, qk_norm)
         self.mlp_norm = nn.LayerNorm(dim)
         self.mlp = FeedForward(dim, mlp_ratio, dropout)
         self.attn_scale = layer_scale_vector(dim, layer_scale)
@@ -71,13 +78,15 @@ class GlobalTransformer(nn.Module):
 
     def __init__(
         self, in_channels: int, dim: int = 256, layers: int = 4, heads: int = 8, mlp_ratio: float = 4.0,
-        dropout: float = 0.0, layer_scale: float = 0.0, drop_path: float = 0.0,
+        dropout: float = 0.0, layer_scale: float = 0.0, drop_path: float = 0.0, qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.input = nn.Linear(in_channels, dim)
         self.position = nn.Sequential(nn.Linear(2, dim), nn.GELU(), nn.Linear(dim, dim))
         rates = torch.linspace(0, drop_path, layers).tolist()
-        self.layers = nn.ModuleList(EncoderLayer(dim, heads, mlp_ratio, dropout, layer_scale, rate) for rate in rates)
+        self.layers = nn.ModuleList(
+            EncoderLayer(dim, heads, mlp_ratio, dropout, layer_scale, rate, qk_norm) for rate in rates
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, tokens: Tensor, centroids: Tensor, every_layer: bool = False) -> Tensor:

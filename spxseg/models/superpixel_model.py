@@ -128,7 +128,7 @@ class SuperpixelModel(nn.Module):
         tr = cfg.transformer
         self.cell_max = tr.cell_max
         self.transformer = GlobalTransformer(cfg.channels * (2 if tr.cell_max else 1), tr.dim, tr.layers, tr.heads,
-                                             tr.mlp_ratio, tr.dropout, tr.layer_scale, tr.drop_path)
+                                             tr.mlp_ratio, tr.dropout, tr.layer_scale, tr.drop_path, tr.qk_norm)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
         # training only, through the classifier and association above: no weights of its own

@@ -1,4 +1,4 @@
-"""The global transformer's encoder layer, with and without LayerScale and stochastic depth."""
+"""The global transformer: its encoder layer with and without LayerScale, stochastic depth and QK-norm."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from conftest import SMALL_MODEL
 
 from spxseg import build_model
 from spxseg.engine.optim import param_groups
-from spxseg.models.global_transformer import EncoderLayer, GlobalTransformer
+from spxseg.models.global_transformer import EncoderLayer, GlobalTransformer, SelfAttention
 
 
 def test_encoder_layer_is_two_scaled_residual_branches() -> None:
@@ -114,3 +114,32 @@ def test_drop_path_rises_linearly_over_the_layers_and_is_checked() -> None:
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="model.transformer.drop_path is a probability"):
             build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "drop_path": bad}})
+
+
+def test_qk_norm_is_attention_over_normalised_queries_and_keys() -> None:
+    """In float64, attention with ``qk_norm`` equals its plain formulation: per head,
+    ``softmax(LN_q(q) LN_k(k)^T / sqrt(d)) v`` then the output projection, with the norms' weights set to random
+    values; without it the norms are absent (no parameters) and the logits are the raw ``q k^T / sqrt(d)``."""
+    torch.manual_seed(0)
+    dim, heads = 16, 4
+    attn = SelfAttention(dim, heads, qk_norm=True).double().eval()
+    with torch.no_grad():
+        for norm in (attn.q_norm, attn.k_norm):
+            norm.weight.copy_(torch.randn(dim // heads))
+            norm.bias.copy_(torch.randn(dim // heads))
+    x = torch.randn(2, 7, dim, dtype=torch.float64)
+
+    def plain(attn, q_norm, k_norm):
+        q, k, v = attn.qkv(x).view(2, 7, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+        logits = q_norm(q) @ k_norm(k).transpose(-1, -2) / (dim // heads) ** 0.5
+        out = logits.softmax(-1) @ v  # (B, heads, N, d)
+        return attn.proj(out.transpose(1, 2).reshape(2, 7, dim))
+
+    torch.testing.assert_close(attn(x), plain(attn, attn.q_norm, attn.k_norm))
+    bare = SelfAttention(dim, heads).double().eval()
+    assert set(bare.state_dict()) == {"qkv.weight", "qkv.bias", "proj.weight", "proj.bias"}
+    bare.load_state_dict(attn.state_dict(), strict=False)
+    torch.testing.assert_close(bare(x), plain(bare, lambda q: q, lambda k: k))
+    model = build_model({**SMALL_MODEL, "transformer": {**SMALL_MODEL["transformer"], "qk_norm": True}})
+    assert {name for name in model.state_dict() if "_norm." in name and ".attn." in name} == {
+        f"transformer.layers.0.attn.{n}_norm.{p}" for n in "qk" for p in ("weight", "bias")}
