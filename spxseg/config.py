@@ -114,9 +114,10 @@ class LossConfig:
     # the reconstruction averaged over its worst-reconstructed fraction of the labelled pixels (the thin
     # structures and boundaries the superpixels cut wrong) instead of all of them; 1.0 = all. Ours only.
     # At 0.1 on spx_lite0_mid its superpixels carry more (oracle 73.7 mIoU against 70.0-70.2, signs 39-41
-    # against 18-21) but the model does not use it: 63.0 / 61.3 val mIoU against 62.3 / 61.9; the light
-    # variant gains 0.6 on both seeds and uses it (configs/camvid/spx_lite0.yaml). Off by default
-    # (benchmarks/README.md, the reconstruction over its worst pixels)
+    # against 18-21) but alone the model does not use it: 63.0 / 61.3 val mIoU against 62.3 / 61.9; with
+    # tokenizer.final_pool it does (63.1 / 62.3 / 63.1 against 62.3 / 61.9 / 62.0), and spx_lite0_base and
+    # spx_lite0_mid use both; the light variant gains 0.6 on both seeds from it alone and uses it. Off by
+    # default (benchmarks/README.md, the reconstruction over its worst pixels; the token that is classified)
     reconstruction_hard_fraction: float = 1.0
     # the superpixel targets and the reconstruction take each stride-s pixel's labels as the class shares of its
     # s x s block of image pixels instead of the label at its centre: thin classes (a pole 1-3 pixels wide at

@@ -100,6 +100,15 @@ def test_shipped_configs_load(path):
     assert cfg.data.mean is not None and len(cfg.data.mean) == 3  # resolved from the backbone
 
 
+def test_shipped_configs_train_into_their_own_work_dirs():
+    """Two shipped configs with one work dir would overwrite each other's checkpoints, and ``--resume`` would
+    pick up the other's: each names its own (tools/train.py falls back to ``work_dirs/<config name>``, which
+    ``cityscapes/spx_r50.yaml`` and ``ade20k/spx_r50.yaml`` share)."""
+    work_dirs = {path: load_config(CONFIGS / path).work_dir for path in SHIPPED}
+    assert all(work_dirs.values()), [str(p) for p, w in work_dirs.items() if not w]
+    assert len(set(work_dirs.values())) == len(work_dirs), work_dirs
+
+
 def test_model_config_accepts_sections_and_whole_configs():
     assert model_config({"num_classes": 3}).num_classes == 3
     assert model_config({"model": {"num_classes": 4}}).num_classes == 4

@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spxseg.config import load_config  # noqa: E402
+from spxseg.cli import reports  # noqa: E402
+from spxseg.config import ConfigError, load_config  # noqa: E402
 from spxseg.data import build_dataset, ensure_synthetic  # noqa: E402
 from spxseg.models.loss import enet_class_weights  # noqa: E402
 
@@ -38,12 +39,14 @@ def histogram(ds, max_images: int | None, desc: str) -> np.ndarray:
     return counts
 
 
-def main(argv: list[str] | None = None) -> None:
+@reports(ConfigError)
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--opts", nargs="*", default=[], help="dotted overrides, e.g. data.root=/data/cityscapes")
     ap.add_argument(
-        "--splits", nargs="*", default=["train", "val"], help="splits to inspect (train val test)"
+        "--splits", nargs="*", default=["train", "val"], help="splits to inspect, any of train val test "
+        "(default: train val)"
     )
     ap.add_argument("--max-images", type=int, default=None, help="histogram over at most N images per split")
     ap.add_argument("--class-weights", action="store_true",
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         ensure_synthetic(cfg.data)  # the explicit generation step, as in tools/train.py
     except ValueError as err:  # e.g. a synthetic size below 32x32
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     results = {}
     for split in args.splits:
         try:
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{split:>5s}: {len(ds)} images")
         results[split] = (ds, histogram(ds, args.max_images, f"{split} labels"))
     if not results:
-        sys.exit(1)
+        return 1
     names = next(iter(results.values()))[0].class_names
     splits = list(results)
     header = f"{'id':>3s}  {'class':<20s}" + "".join(f"{s + ' pixels':>16s}{'%':>8s}" for s in splits)
@@ -92,10 +95,11 @@ def main(argv: list[str] | None = None) -> None:
             weights = enet_class_weights(results[split][1][: len(names)])
         except ValueError:  # no labelled pixel in the split
             print(f"error: --class-weights: {split} has no labelled pixel to weigh the classes by", file=sys.stderr)
-            sys.exit(2)
+            return 2
         print(f"\nENet class weights of {split} (pixel-weighted mean 1), for the config:")
         print("model:\n  loss:\n    class_weights: [" + ", ".join(f"{w:.3f}" for w in weights) + "]")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

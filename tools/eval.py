@@ -29,7 +29,8 @@ from spxseg.config import ConfigError, load_tool_config, to_dict  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser, checkpoint_required=True)
-    parser.add_argument("--out", help="folder for metrics.json (default: work_dirs/eval/<config name>)")
+    parser.add_argument("--out", help="folder for metrics.json (default: work_dirs/eval/NAME, NAME the config's "
+                        "name, else the checkpoint's work dir, else the checkpoint's file name)")
     parser.add_argument("--save-preds", metavar="DIR", help="write predictions (train ids, colour, official format)")
     parser.add_argument("--split", default="val", choices=["val", "test", "train"], help="split to evaluate")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -3,7 +3,7 @@
 Example::
 
     from spxseg import Segmenter
-    seg = Segmenter.from_checkpoint("work_dirs/spx_r50/checkpoints/best.pth")  # or WORK_DIR/model.safetensors
+    seg = Segmenter.from_checkpoint("work_dirs/cityscapes/spx_r50/checkpoints/best.pth")  # or model.safetensors
     labels = seg.predict(cv2.imread("street.png"))             # (H, W) uint8 train ids, BGR input
     labels, superpixels = seg.predict_with_superpixels(rgb_image, rgb=True)
 """
