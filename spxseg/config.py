@@ -95,7 +95,9 @@ class TransformerConfig:
     # (benchmarks/README.md, stochastic depth and QK-norm)
     drop_path: float = 0.0
     # a LayerNorm on each head's queries and keys before their dot product (bounds the attention logits, which
-    # the head learning rate of 1e-3 may otherwise grow); 2 x 2 x D / heads parameters per layer; off = none
+    # the head learning rate of 1e-3 may otherwise grow); 2 x 2 x D / heads parameters per layer. On spx_lite0_base:
+    # 62.6 / 61.6 val mIoU against 62.6 / 61.7 (seeds 0 / 1): off in every config (benchmarks/README.md,
+    # stochastic depth and QK-norm)
     qk_norm: bool = False
 
 
