@@ -60,10 +60,14 @@ class RunLog:
 
 @dataclass
 class LossWindow:
-    """Loss terms and timings since the last log line, kept on the device (one host sync per log line)."""
+    """Loss terms, gradient norms and timings since the last log line, kept on the device (one host sync per log
+    line). ``grad_norm`` is the mean global norm before clipping over the window's finite ones (fp16 loss scaling
+    skips steps with inf gradients); ``clipped``, with a ``grad_clip``, the fraction of steps it clipped."""
 
     device: torch.device
+    grad_clip: float | None = None
     terms: torch.Tensor = None  # type: ignore[assignment]
+    grads: torch.Tensor = None  # type: ignore[assignment]  # (3,) sum of finite norms, their count, clipped steps
     nonfinite: torch.Tensor = None  # type: ignore[assignment]
     iters: int = 0
     data_time: float = 0.0
@@ -71,25 +75,35 @@ class LossWindow:
 
     def __post_init__(self) -> None:
         self.terms = torch.zeros(len(LOGGED_TERMS), device=self.device)
+        self.grads = torch.zeros(3, device=self.device)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
 
-    def add(self, terms: torch.Tensor, data_time: float) -> None:
+    def add(self, terms: torch.Tensor, grad_norm: torch.Tensor, data_time: float) -> None:
         self.nonfinite |= ~torch.isfinite(terms).all()
         self.terms += terms
+        grad_norm = grad_norm.float()
+        finite = torch.isfinite(grad_norm)
+        clipped = finite & (grad_norm > self.grad_clip) if self.grad_clip else torch.zeros_like(finite)
+        self.grads += torch.stack([torch.where(finite, grad_norm, 0.0), finite.float(), clipped.float()])
         self.iters += 1
         self.data_time += data_time
 
     def record(self, iteration: int, lr: float) -> dict:
         """The log record of this window (averaged over the ranks), then start a new window."""
-        mean = du.all_reduce_mean(self.terms / self.iters).tolist()
+        mean = du.all_reduce_mean(torch.cat([self.terms / self.iters, self.grads])).tolist()
+        *losses, norm_sum, finite, clipped = mean
         record = {
-            "iter": iteration, **dict(zip(LOGGED_TERMS, mean, strict=True)),
+            "iter": iteration, **dict(zip(LOGGED_TERMS, losses, strict=True)),
+            "grad_norm": norm_sum / finite if finite else math.nan,
             "lr": lr, "it_per_s": self.iters / (time.perf_counter() - self.start),
             "data_time": self.data_time / self.iters,
         }
+        if self.grad_clip:
+            record["clipped"] = clipped / self.iters
         if self.device.type == "cuda":
             record["mem_MiB"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         self.terms.zero_()
+        self.grads.zero_()
         self.iters, self.data_time = 0, 0.0
         return record
 

@@ -9,6 +9,7 @@ a checkpoint and returns. The pieces are small named functions so that each can 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
@@ -231,11 +232,11 @@ def save_checkpoint(run: Run, is_best: bool = False) -> None:
         save_weights(run.model, run.work_dir / BEST_WEIGHTS, run.cfg, run.iteration)
 
 
-def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
+def train_step(run: Run, batches) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimiser step over ``train.accum_steps`` micro-batches.
 
-    Returns the loss terms (:meth:`~spxseg.models.loss.LossTerms.logged`) on the device, not synchronised,
-    and the seconds spent waiting for data.
+    Returns the loss terms (:meth:`~spxseg.models.loss.LossTerms.logged`) and the gradients' global norm before
+    clipping, both on the device, not synchronised, and the seconds spent waiting for data.
     """
     tc, device = run.cfg.train, run.device
     terms = torch.zeros(len(LOGGED_TERMS), device=device)
@@ -255,15 +256,15 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, float]:
             loss = model_loss(out, labels, run.cfg.model)
             run.scaler.scale(loss.total / tc.accum_steps).backward()
         terms += loss.logged() / tc.accum_steps
-    if tc.grad_clip:
-        run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+    run.scaler.unscale_(run.optimizer)  # the true gradients' norm (a no-op without fp16 loss scaling)
+    # max_norm inf measures without clipping: the log shows how far above train.grad_clip a model's gradients run
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip or math.inf)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
     run.iteration += 1
-    return terms, data_time
+    return terms, grad_norm.detach(), data_time
 
 
 def evaluate_run(run: Run, log: RunLog) -> tuple[dict, bool]:
@@ -356,7 +357,7 @@ def fit(run: Run) -> dict:
     batches = _batches(run.train_loader, run.iteration * tc.accum_steps, run.iters_per_epoch * tc.accum_steps)
     bar = tqdm(total=tc.max_iters, initial=run.iteration, desc="train", disable=not (progress and run.is_main),
                dynamic_ncols=True)
-    window = LossWindow(run.device)
+    window = LossWindow(run.device, grad_clip=tc.grad_clip)
     with RunLog(work_dir, run.iteration, enabled=run.is_main) as log:
         with StopSignal() as stop, bar:
             while run.iteration < tc.max_iters:

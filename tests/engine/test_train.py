@@ -93,6 +93,8 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
     assert {"mIoU", "mAcc", "aAcc", "per_class"} <= metrics.keys()
     lines = [json.loads(line, parse_constant=_reject_nan) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
+    for r in (r for r in lines if "loss" in r):  # the gradients' norm before clipping, and how often it clipped
+        assert r["grad_norm"] > 0 and 0 <= r["clipped"] <= 1
     assert load_config(out / "config.yaml").train.max_iters == 20
     assert sorted(p.name for p in (out / "checkpoints").glob("iter_*.pth")) == ["iter_0000020.pth"]  # keep 1
 
