@@ -143,6 +143,11 @@ class LossConfig:
     # 1.0): 62.0 / 61.2 val mIoU against 62.6 / 61.7 (seeds 0 / 1), no faster start; the intermediate layers' loss
     # matched the last one's throughout: off in every config (benchmarks/README.md, deep supervision)
     layer_weight: float = 0.0
+    # Lovász-softmax (Berman et al., CVPR 2018; segmentation-models-pytorch's) of the pixel predictions, times this
+    # weight, added to the pixel loss: a surrogate of each present class's IoU, so a thin class counts as much as the
+    # road however few its pixels. Applies to every architecture, so the peers can be given the same loss; needs
+    # segmentation-models-pytorch. 0 = off.
+    lovasz_weight: float = 0.0
     # one weight per class for every loss term (pixel, superpixel, reconstruction; the peers' cross-entropy),
     # so rare classes count more; None = all 1. tools/dataset_info.py --class-weights prints ENet's
     # 1 / ln(1.02 + class frequency) for a config's train split, scaled to a pixel-weighted mean of 1

@@ -90,7 +90,8 @@ def _pooled_histograms(assoc: Tensor, dist: Tensor, labelled: Tensor, cell: int)
 
 
 # the training log's names of the entries of LossTerms.logged(), in order
-LOGGED_TERMS = ("loss", "loss_pixel", "loss_superpixel", "loss_reconstruction", "loss_aux", "loss_layers")
+LOGGED_TERMS = ("loss", "loss_pixel", "loss_superpixel", "loss_reconstruction", "loss_aux", "loss_layers",
+                "loss_lovasz")
 
 
 @dataclass
@@ -101,12 +102,14 @@ class LossTerms:
     reconstruction: Tensor | None = None  # None = 0 (off, or a peer decoder)
     aux: Tensor | None = None  # the auxiliary pixel classifier's cross-entropy; None = 0 (off)
     layers: Tensor | None = None  # the intermediate transformer layers' mean loss (deep supervision); None = 0 (off)
+    lovasz: Tensor | None = None  # the Lovász-softmax of the pixel predictions; None = 0 (off)
 
     def logged(self) -> Tensor:
-        """(6,) detached total, pixel, superpixel, reconstruction, auxiliary and intermediate-layer terms, for the
-        training log (named by ``LOGGED_TERMS``)."""
+        """(7,) detached total, pixel, superpixel, reconstruction, auxiliary, intermediate-layer and Lovász terms,
+        for the training log (named by ``LOGGED_TERMS``)."""
         zero = torch.zeros_like(self.total)
-        optional = [zero if term is None else term for term in (self.reconstruction, self.aux, self.layers)]
+        optional = [zero if term is None else term
+                    for term in (self.reconstruction, self.aux, self.layers, self.lovasz)]
         return torch.stack([self.total, self.pixel, self.superpixel, *optional]).detach()
 
 
@@ -115,7 +118,7 @@ def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     for key in ("hard_pixel_fraction", "reconstruction_hard_fraction", "superpixel_hard_fraction"):
         if not 0.0 < getattr(cfg, key) <= 1.0:
             raise ValueError(f"model.loss.{key} must be in (0, 1], got {getattr(cfg, key)}")
-    for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight", "layer_weight"):
+    for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight", "layer_weight", "lovasz_weight"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
     if cfg.class_weights is not None:
@@ -213,6 +216,26 @@ def _nll_at_stride(log_probs: Tensor, labels: Tensor, stride: int, ignore_index:
     return nll / labelled
 
 
+def lovasz_loss(scores: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    """Lovász-softmax (Berman et al., CVPR 2018), segmentation-models-pytorch's: a convex surrogate of the Jaccard
+    loss of each class present in the batch's labels, averaged over those classes, on the softmax of ``scores``.
+
+    Args:
+        scores: (B, K, H, W) logits; for ours log P, whose softmax is P.
+        labels: (B, H, W) train ids.
+    Returns:
+        scalar loss, 0 when no pixel is labelled.
+    """
+    try:
+        from segmentation_models_pytorch.losses import LovaszLoss
+    except ImportError as err:
+        raise ImportError(f"model.loss.lovasz_weight needs segmentation-models-pytorch: pip install 'spxseg[peers]' "
+                          f"({err})") from None
+    if not (labels != ignore_index).any():  # smp returns an empty tensor, not 0, with no labelled pixel
+        return scores.sum() * 0.0
+    return LovaszLoss("multiclass", ignore_index=ignore_index)(scores.float(), labels)
+
+
 def aux_pixel_loss(aux_logits: Tensor, labels: Tensor, stride: int, ignore_index: int = 255,
                    class_weights: Tensor | None = None) -> Tensor:
     """Cross-entropy of the auxiliary pixel classifier (B, K, h, w) against the labels at the stride-s pixel
@@ -285,7 +308,11 @@ def segmentation_loss(
         per_layer = [class_terms(probs, logits) for probs, logits in zip(out.layer_probs, out.layer_sp_logits)]
         layers = torch.stack([p + cfg.superpixel_weight * sp for p, sp in per_layer]).mean()
         total = total + cfg.layer_weight * layers
-    return LossTerms(total, pixel, superpixel, reconstruction, aux, layers)
+    lovasz = None
+    if cfg.lovasz_weight > 0:
+        lovasz = lovasz_loss(out.probs.float().clamp_min(1e-8).log(), labels, cfg.ignore_index)
+        total = total + cfg.lovasz_weight * lovasz
+    return LossTerms(total, pixel, superpixel, reconstruction, aux, layers, lovasz)
 
 
 def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> LossTerms:
@@ -298,6 +325,9 @@ def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> Los
     per_pixel = F.cross_entropy(logits, labels.contiguous(), weight=class_weight_tensor(cfg, logits),
                                 ignore_index=cfg.ignore_index, reduction="none")
     pixel = pixel_mean(per_pixel, labels, cfg)
+    if cfg.lovasz_weight > 0:
+        lovasz = lovasz_loss(logits, labels, cfg.ignore_index)
+        return LossTerms(pixel + cfg.lovasz_weight * lovasz, pixel, torch.zeros_like(pixel), lovasz=lovasz)
     return LossTerms(pixel, pixel, torch.zeros_like(pixel))
 
 

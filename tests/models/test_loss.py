@@ -16,6 +16,7 @@ from spxseg.models.loss import (
     LOGGED_TERMS,
     enet_class_weights,
     label_distribution_at_stride,
+    lovasz_loss,
     pixel_mean,
     reconstruction_loss,
     segmentation_loss,
@@ -225,12 +226,54 @@ def test_loss_options_reach_the_total(architecture) -> None:
     terms.total.backward()
 
 
+def test_lovasz_of_hard_predictions_is_one_minus_the_iou_of_each_present_class() -> None:
+    """The Lovász extension is exact on one-hot predictions: mean over the classes in the labels of 1 - IoU_c,
+    unlabelled pixels left out (a class only predicted, or only on unlabelled pixels, is not averaged)."""
+    pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    labels = torch.randint(0, 3, (2, 12, 16))  # classes 0-2 present, class 3 only predicted
+    labels[:, :2] = 255
+    pred = torch.where(torch.rand(labels.shape) < 0.3, torch.randint(0, 4, labels.shape), labels.clamp_max(3))
+    log_probs = F.one_hot(pred, 4).permute(0, 3, 1, 2).double().clamp_min(1e-30).log()
+    labelled = labels != 255
+    ious = [((pred == c) & (labels == c)).sum() / (((pred == c) | (labels == c)) & labelled).sum() for c in range(3)]
+    expected = 1 - torch.stack(ious).double().mean()
+    assert lovasz_loss(log_probs, labels).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert lovasz_loss(F.one_hot(labels.clamp_max(3), 4).permute(0, 3, 1, 2).double() * 50, labels).item() == \
+        pytest.approx(0.0, abs=1e-6)  # logits: perfect and confident
+    assert lovasz_loss(log_probs, torch.full_like(labels, 255)).item() == 0.0  # nothing labelled: 0, not empty
+
+
+@pytest.mark.parametrize("architecture", ["spx", "fpn"])
+def test_lovasz_joins_the_total_and_trains(architecture) -> None:
+    pytest.importorskip("segmentation_models_pytorch")
+    torch.manual_seed(0)
+    cfg = {**TINY, "architecture": architecture, "loss": {"lovasz_weight": 0.7}}
+    model = build_model(cfg if architecture == "spx" else {k: v for k, v in cfg.items() if k in
+                                                           ("architecture", "num_classes", "backbone", "loss")})
+    x, labels = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    out = model(x)
+    terms = model_loss(out, labels, model.cfg)
+    # ours: on the projected probabilities P (softmax of log P); peers: on their logits
+    scores = out.probs.clamp_min(1e-8).log() if architecture == "spx" else out.logits
+    assert terms.lovasz.item() == pytest.approx(lovasz_loss(scores, labels).item(), rel=1e-6)
+    assert 0 < terms.lovasz < 1
+    assert terms.logged()[LOGGED_TERMS.index("loss_lovasz")] == terms.lovasz
+    without = terms.pixel + (0.5 * terms.superpixel if architecture == "spx" else 0)
+    assert terms.total.item() == pytest.approx((without + 0.7 * terms.lovasz).item(), rel=1e-6)
+    model.zero_grad()
+    terms.lovasz.backward()
+    head = model.classifier if architecture == "spx" else model.net.segmentation_head
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("hard_pixel_fraction", 0.0, "hard_pixel_fraction must be in"),
     ("hard_pixel_fraction", 1.5, "hard_pixel_fraction must be in"),
     ("reconstruction_hard_fraction", 0.0, "reconstruction_hard_fraction must be in"),
     ("superpixel_hard_fraction", 1.1, "superpixel_hard_fraction must be in"),
     ("reconstruction_weight", -1.0, "reconstruction_weight must be >= 0"),
+    ("lovasz_weight", -0.5, "lovasz_weight must be >= 0"),
     ("class_weights", [1.0, 2.0, 3.0], "class_weights has 3 values, model.num_classes is 4"),
     ("class_weights", [1.0, 0.0, 1.0, 1.0], "class_weights must be finite and > 0, got 0.0"),
 ])
