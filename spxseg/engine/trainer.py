@@ -9,7 +9,6 @@ a checkpoint and returns. The pieces are small named functions so that each can 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -76,6 +75,8 @@ def check_train_config(cfg: Config) -> None:
             raise ValueError(f"train.{key} must be >= 0, got {getattr(tc, key)}")
     if tc.lr <= 0:
         raise ValueError(f"train.lr must be > 0, got {tc.lr}")
+    if tc.grad_clip is not None and not tc.grad_clip > 0:
+        raise ValueError(f"train.grad_clip must be > 0 (or null for no clipping), got {tc.grad_clip}")
     check_amp(tc.amp, "train.amp")
     check_eval_config(cfg.eval)
 
@@ -257,8 +258,11 @@ def train_step(run: Run, batches) -> tuple[torch.Tensor, torch.Tensor, float]:
             run.scaler.scale(loss.total / tc.accum_steps).backward()
         terms += loss.logged() / tc.accum_steps
     run.scaler.unscale_(run.optimizer)  # the true gradients' norm (a no-op without fp16 loss scaling)
-    # max_norm inf measures without clipping: the log shows how far above train.grad_clip a model's gradients run
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip or math.inf)
+    # measured with clipping or without: the log shows how far above train.grad_clip a model's gradients run
+    # (on the CamVid recipe, clip 1.0: FPN's 10-30, ours 5-7 over the first 60 iterations, every step clipped)
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in run.model.parameters() if p.grad is not None])
+    if tc.grad_clip:
+        torch.nn.utils.clip_grads_with_norm_(run.model.parameters(), tc.grad_clip, grad_norm)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)

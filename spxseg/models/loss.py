@@ -121,6 +121,8 @@ def check_loss_config(cfg: LossConfig, num_classes: int) -> None:
     for key in ("superpixel_weight", "reconstruction_weight", "aux_pixel_weight", "layer_weight", "lovasz_weight"):
         if getattr(cfg, key) < 0:
             raise ValueError(f"model.loss.{key} must be >= 0, got {getattr(cfg, key)}")
+    if cfg.lovasz_weight > 0:
+        _smp_lovasz()  # missing segmentation-models-pytorch: an error when the model is built, not at the first step
     if cfg.class_weights is not None:
         if len(cfg.class_weights) != num_classes:
             raise ValueError(f"model.loss.class_weights has {len(cfg.class_weights)} values, model.num_classes is "
@@ -226,14 +228,19 @@ def lovasz_loss(scores: Tensor, labels: Tensor, ignore_index: int = 255) -> Tens
     Returns:
         scalar loss, 0 when no pixel is labelled.
     """
+    if not (labels != ignore_index).any():  # smp returns an empty tensor, not 0, with no labelled pixel
+        return scores.float().sum() * 0.0
+    return _smp_lovasz()("multiclass", ignore_index=ignore_index)(scores.float(), labels.contiguous())
+
+
+def _smp_lovasz() -> type:
+    """segmentation-models-pytorch's ``LovaszLoss``, or an ImportError saying which option needs it."""
     try:
         from segmentation_models_pytorch.losses import LovaszLoss
     except ImportError as err:
         raise ImportError(f"model.loss.lovasz_weight needs segmentation-models-pytorch: pip install 'spxseg[peers]' "
                           f"({err})") from None
-    if not (labels != ignore_index).any():  # smp returns an empty tensor, not 0, with no labelled pixel
-        return scores.sum() * 0.0
-    return LovaszLoss("multiclass", ignore_index=ignore_index)(scores.float(), labels)
+    return LovaszLoss
 
 
 def aux_pixel_loss(aux_logits: Tensor, labels: Tensor, stride: int, ignore_index: int = 255,
@@ -250,9 +257,11 @@ def segmentation_loss(
     weighted superpixel soft cross-entropy (over the hardest ``cfg.superpixel_hard_fraction`` of the superpixels
     with labelled mass) (+ the reconstruction,
     + the auxiliary pixel classifier's cross-entropy when the model computed ``out.aux_logits``,
-    + those two terms for each intermediate transformer layer, averaged, when it computed ``out.layer_probs``).
+    + those two terms for each intermediate transformer layer, averaged, when it computed ``out.layer_probs``,
+    + the Lovász-softmax of P, :func:`lovasz_loss`, with ``cfg.lovasz_weight``).
     With ``cfg.class_weights`` each pixel's term is scaled by its class's weight and each superpixel's
-    cross-entropy ``-sum_k w_k t_k log p_k``; means stay over pixels / superpixels, not over weights.
+    cross-entropy ``-sum_k w_k t_k log p_k``; means stay over pixels / superpixels, not over weights (the
+    Lovász term is not weighted: it already averages over classes).
 
     Args:
         out: model output for images (B, 3, H, W).
@@ -316,7 +325,8 @@ def segmentation_loss(
 
 
 def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> LossTerms:
-    """Pixel cross-entropy of a peer decoder's logits (mean over labelled pixels; 0 when there are none)."""
+    """Pixel cross-entropy of a peer decoder's logits (mean over labelled pixels, or their hardest
+    ``cfg.hard_pixel_fraction``; 0 when there are none), + ``cfg.lovasz_weight`` x their Lovász-softmax."""
     if labels.shape[-2:] != out.logits.shape[-2:]:
         raise ValueError(
             f"labels {tuple(labels.shape[-2:])} and predictions {tuple(out.logits.shape[-2:])} differ in size"
@@ -332,7 +342,8 @@ def cross_entropy_loss(out: DenseOutput, labels: Tensor, cfg: LossConfig) -> Los
 
 
 def model_loss(out: SegOutput | DenseOutput, labels: Tensor, cfg: ModelConfig) -> LossTerms:
-    """The training loss of either architecture: :func:`segmentation_loss` for ours, cross-entropy for peers."""
+    """The training loss of either architecture: :func:`segmentation_loss` for ours, :func:`cross_entropy_loss`
+    for peers."""
     if isinstance(out, DenseOutput):
         return cross_entropy_loss(out, labels, cfg.loss)
     return segmentation_loss(out, labels, cfg.loss, cfg.association_stride)

@@ -93,8 +93,8 @@ def test_resume_continues_exactly(tiny_config, tmp_path, monkeypatch):
     assert {"mIoU", "mAcc", "aAcc", "per_class"} <= metrics.keys()
     lines = [json.loads(line, parse_constant=_reject_nan) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
-    for r in (r for r in lines if "loss" in r):  # the gradients' norm before clipping, and how often it clipped
-        assert r["grad_norm"] > 0 and 0 <= r["clipped"] <= 1
+    for r in (r for r in lines if "loss" in r):  # the gradients' mean norm before clipping at 1.0, and how often
+        assert r["grad_norm"] > 1.0 if r["clipped"] == 1 else r["grad_norm"] <= 1.0 if r["clipped"] == 0 else True
     assert load_config(out / "config.yaml").train.max_iters == 20
     assert sorted(p.name for p in (out / "checkpoints").glob("iter_*.pth")) == ["iter_0000020.pth"]  # keep 1
 
@@ -115,18 +115,21 @@ def test_crash_and_resume_logs_each_step_once(tiny_config, tmp_path, monkeypatch
     def crash(loss):
         raise RuntimeError("simulated crash")
 
+    no_clip = ["train.grad_clip=null"]  # and without clipping: the norm is logged, no clipped fraction
     _stop_at(monkeypatch, 17, crash)  # after the log of iteration 15, before the checkpoint of 20
     with pytest.raises(RuntimeError, match="simulated crash"):
-        trainer.train(load_config(tiny_config), tmp_path, progress=False)
+        trainer.train(load_config(tiny_config, no_clip), tmp_path, progress=False)
     monkeypatch.undo()
-    trainer.train(load_config(tiny_config), tmp_path, resume=True, progress=False)  # from iteration 10
+    trainer.train(load_config(tiny_config, no_clip), tmp_path, resume=True, progress=False)  # from iteration 10
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
+    assert all(r["grad_norm"] > 0 and "clipped" not in r for r in lines if "loss" in r)
 
 
 def test_bad_settings_and_checkpoints_are_named_before_training(tiny_config, tmp_path):
     for override, key in (("train.eval_interval=0", "train.eval_interval"), ("train.max_iters=0", "train.max_iters"),
-                          ("train.accum_steps=0", "train.accum_steps"), ("eval.mode=slid", "eval.mode")):
+                          ("train.accum_steps=0", "train.accum_steps"), ("eval.mode=slid", "eval.mode"),
+                          ("train.grad_clip=-1", "train.grad_clip")):
         with pytest.raises(ValueError, match=key):
             trainer.train(load_config(tiny_config, [override]), tmp_path / "bad", progress=False)
     assert not (tmp_path / "bad").exists()  # nothing written
