@@ -284,10 +284,12 @@ def segmentation_loss(
         if weights is not None:
             target = target * weights
 
-    def class_terms(probs: Tensor, sp_logits: Tensor) -> tuple[Tensor, Tensor]:
-        """The pixel and superpixel terms of one set of predictions (the model's, or one layer's)."""
+    def log_of(probs: Tensor) -> Tensor:
         # contiguous: nll_loss's backward rejects channels-last-like layouts
-        log_probs = probs.float().clamp_min(1e-8).log().contiguous()
+        return probs.float().clamp_min(1e-8).log().contiguous()
+
+    def class_terms(log_probs: Tensor, sp_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The pixel and superpixel terms of one set of predictions (the model's, or one layer's), from log P."""
         # a crop with no labelled pixel (possible with batch 1 per GPU) gives 0, not the NaN of nll_loss's
         # "mean" (that would stop training)
         per_pixel = F.nll_loss(log_probs, labels.contiguous(), weight=weights, ignore_index=cfg.ignore_index,
@@ -300,7 +302,8 @@ def segmentation_loss(
         # skip superpixels with no labelled mass; mean over the rest, or their hardest fraction
         return pixel, hardest_mean(per_sp, mass > 1e-3, cfg.superpixel_hard_fraction)
 
-    pixel, superpixel = class_terms(out.probs, out.sp_logits)
+    log_probs = log_of(out.probs)  # (B, K, H, W), for the pixel term and the Lovász
+    pixel, superpixel = class_terms(log_probs, out.sp_logits)
     total, reconstruction = pixel + cfg.superpixel_weight * superpixel, None
     if cfg.reconstruction_weight > 0:
         reconstruction = reconstruction_loss(out.assoc.float(), labels, num_classes, stride, cell, cfg.ignore_index,
@@ -314,12 +317,12 @@ def segmentation_loss(
         total = total + cfg.aux_pixel_weight * aux
     layers = None
     if cfg.layer_weight > 0 and out.layer_probs is not None:
-        per_layer = [class_terms(probs, logits) for probs, logits in zip(out.layer_probs, out.layer_sp_logits)]
+        per_layer = [class_terms(log_of(probs), logits) for probs, logits in zip(out.layer_probs, out.layer_sp_logits)]
         layers = torch.stack([p + cfg.superpixel_weight * sp for p, sp in per_layer]).mean()
         total = total + cfg.layer_weight * layers
     lovasz = None
     if cfg.lovasz_weight > 0:
-        lovasz = lovasz_loss(out.probs.float().clamp_min(1e-8).log(), labels, cfg.ignore_index)
+        lovasz = lovasz_loss(log_probs, labels, cfg.ignore_index)
         total = total + cfg.lovasz_weight * lovasz
     return LossTerms(total, pixel, superpixel, reconstruction, aux, layers, lovasz)
 
