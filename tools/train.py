@@ -2,7 +2,9 @@
 """Train a superpixel transformer.
 
     python tools/train.py --config configs/synthetic/spx_r18.yaml
-    torchrun --nproc_per_node=8 tools/train.py --config configs/cityscapes/spx_r50.yaml
+    torchrun --nproc_per_node=8 tools/train.py --config configs/cityscapes/spx_r50.yaml --opts train.batch_size=1
+
+train.batch_size is per process: the line above trains at a global batch of 8, one crop per GPU.
 """
 
 from __future__ import annotations
