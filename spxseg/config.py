@@ -401,13 +401,24 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _merge(base: dict, child: dict) -> dict:
+def _section_type(cls: type | None, key: str) -> type | None:
+    """The dataclass of section ``key`` of ``cls`` (``Config`` -> ``"model"`` -> ``ModelConfig``), None for a value."""
+    if cls is None:
+        return None
+    tp = typing.get_type_hints(cls).get(key)
+    return tp if dataclasses.is_dataclass(tp) else None
+
+
+def _merge(base: dict, child: dict, cls: type | None = Config) -> dict:
+    """``child`` over ``base``, both raw config dicts at the level of dataclass ``cls``: sections merge key by key,
+    values (a mapping such as ``data.coco.categories`` included) are replaced."""
     out = copy.deepcopy(base)
     for key, value in child.items():
-        if value is None and isinstance(out.get(key), dict):
+        section = _section_type(cls, key)
+        if section is not None and value is None and isinstance(out.get(key), dict):
             continue  # an empty section (every key commented out) keeps the base's
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        if section is not None and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, section)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -446,18 +457,19 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             value = yaml.safe_load(text) if text != "" else None
         except yaml.YAMLError as err:
             raise ConfigError(f"override '{item}': cannot parse value: {err}") from err
-        node = data
+        node, cls = data, Config
         parts = dotted.strip().split(".")
         for part in parts[:-1]:
             if node.get(part) is None:  # missing, or an empty section in the file
                 node[part] = {}
-            node = node[part]
+            node, cls = node[part], _section_type(cls, part)
             if not isinstance(node, dict):
                 raise ConfigError(f"override '{item}': '{part}' is not a section")
         last = parts[-1]
-        # a mapping value updates the section like a child config file does, keeping the other keys
-        if isinstance(value, dict) and isinstance(node.get(last), dict):
-            value = _merge(node[last], value)
+        # a mapping value updates a section like a child config file does, keeping the other keys
+        section = _section_type(cls, last)
+        if section is not None and isinstance(value, dict) and isinstance(node.get(last), dict):
+            value = _merge(node[last], value, section)
         node[last] = value
     return data
 

@@ -43,6 +43,16 @@ def test_mapping_overrides_and_empty_sections_keep_the_other_keys(tmp_path):
     assert load_config(child, ["model.cell=2"]).model.cell == 2
 
 
+def test_a_mapping_value_is_replaced_not_merged(tmp_path):
+    write(tmp_path / "base.yaml", "data: {coco: {categories: {1: 0, 2: 1}, background: 0}}\n")
+    cleared = write(tmp_path / "cleared.yaml", "_base_: base.yaml\ndata:\n  coco: {categories: null}\n")
+    other = write(tmp_path / "other.yaml", "_base_: base.yaml\ndata:\n  coco: {categories: {5: 0}}\n")
+    assert load_config(cleared).data.coco.categories is None  # null: derive the mapping from the json
+    assert load_config(cleared).data.coco.background == 0  # the section itself still merged
+    assert load_config(other).data.coco.categories == {5: 0}
+    assert load_config(other, ["data.coco={categories: {8: 1}}"]).data.coco.categories == {8: 1}
+
+
 def test_unknown_key_names_the_closest_valid_one(tmp_path):
     bad = write(tmp_path / "bad.yaml", "train: {max_iter: 10}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'train.max_iter'; did you mean 'train.max_iters'"):

@@ -99,7 +99,7 @@ class ADE20KDataset(SegDataset):
         images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not images:
             raise DatasetNotFoundError(f"no .jpg images in {img_dir}; expected {LAYOUT}")
-        items = pair_with_labels(images, lambda img: ann_dir / (img.stem + ".png"))
+        items = pair_with_labels(images, lambda img: ann_dir / (img.stem + ".png"), label_dir=ann_dir)
         super().__init__(items, pipeline, split=split, root=root)
         self.lut = make_lut({k: k - 1 for k in range(1, 151)}, valid=[0])
 

@@ -21,23 +21,26 @@ from spxseg.models.loss import LOGGED_TERMS
 class RunLog:
     """``with RunLog(work_dir, start_iter, enabled=is_main) as log: log.write({"iter": 5, "loss": ...})``.
 
-    A resumed run (``start_iter > 0``) first drops what the interrupted run logged after ``start_iter``
-    (from ``metrics.jsonl``, and from TensorBoard through its purge step), so that every step is logged
-    once. Disabled (non-zero ranks) it writes nothing.
+    A run first drops what an earlier run in ``work_dir`` logged after ``start_iter`` (from ``metrics.jsonl``,
+    and from TensorBoard through its purge step): a resumed run's steps, and a run started afresh (``start_iter``
+    0: a rerun, or ``--resume`` before the first checkpoint) all of them, so that every step is logged once.
+    ``drop_evaluations_at_start`` also drops the evaluations logged at ``start_iter`` itself: a finished run
+    resumed at its last iteration evaluates again. Disabled (non-zero ranks) it writes nothing.
     """
 
-    def __init__(self, work_dir: str | Path, start_iter: int = 0, enabled: bool = True) -> None:
+    def __init__(self, work_dir: str | Path, start_iter: int = 0, enabled: bool = True,
+                 drop_evaluations_at_start: bool = False) -> None:
         self.path = Path(work_dir) / "metrics.jsonl"
         self.work_dir, self.start_iter, self.enabled = Path(work_dir), start_iter, enabled
+        self.drop_evaluations_at_start = drop_evaluations_at_start
         self._file = None
         self._tb = None
 
     def __enter__(self) -> RunLog:
         if self.enabled:
-            if self.start_iter > 0:
-                truncate_log(self.path, self.start_iter)
+            truncate_log(self.path, self.start_iter, self.drop_evaluations_at_start)
             self._file = open(self.path, "a")  # noqa: SIM115 - closed by __exit__
-            self._tb = _tensorboard(self.work_dir, purge_step=self.start_iter + 1 if self.start_iter > 0 else None)
+            self._tb = _tensorboard(self.work_dir, purge_step=self.start_iter + 1)
         return self
 
     def write(self, record: dict) -> None:
@@ -118,15 +121,19 @@ def _tensorboard(work_dir: Path, purge_step: int | None = None):
     return SummaryWriter(str(work_dir / "tb"), purge_step=purge_step)
 
 
-def truncate_log(path: Path, last_iter: int) -> None:
-    """Rewrite the JSON-lines log without the records after ``last_iter`` (atomically)."""
+def truncate_log(path: Path, last_iter: int, drop_evaluations_at_last: bool = False) -> None:
+    """Rewrite the JSON-lines log without the records after ``last_iter`` (atomically), and without the evaluations
+    (``val/...`` records) at ``last_iter`` with ``drop_evaluations_at_last``."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
     kept = []
     for line in lines:
         try:
-            if json.loads(line)["iter"] > last_iter:
+            record = json.loads(line)
+            if record["iter"] > last_iter or (
+                drop_evaluations_at_last and record["iter"] == last_iter and any(k.startswith("val/") for k in record)
+            ):
                 continue
         except (ValueError, KeyError, TypeError):  # a torn last line of a killed run
             continue

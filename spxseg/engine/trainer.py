@@ -202,8 +202,10 @@ def resume_run(run: Run, resume: str | bool) -> None:
         load_model_weights(run.model, ckpt, path, run.cfg.model)
     except RuntimeError as err:
         raise ValueError(f"--resume: {err}") from None
+    configured = [(group["initial_lr"], group["weight_decay"]) for group in run.optimizer.param_groups]
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
+    _keep_configured_rates(run, configured)
     if ckpt["scaler"]:  # empty when the run had no fp16 scaler (train.amp was none or bf16)
         run.scaler.load_state_dict(ckpt["scaler"])
     run.iteration, run.best_miou = ckpt["iteration"], ckpt.get("best_miou", -1.0)
@@ -215,6 +217,28 @@ def resume_run(run: Run, resume: str | bool) -> None:
               f"{run.dist.world_size}: random streams start afresh (the resume is not exact)")
     if run.is_main:
         print(f"resumed from {path} at iteration {run.iteration}")
+
+
+def _keep_configured_rates(run: Run, configured: list[tuple[float, float]]) -> None:
+    """Give the resumed optimiser the config's base learning rates, weight decays and schedule.
+
+    The optimiser's and the schedule's states carry the rates from the checkpoint; without this a resume with a
+    changed ``train.lr`` / ``backbone_lr_mult`` / ``weight_decay`` would keep the old ones while ``config.yaml``
+    names the new, and a changed ``max_iters`` (a longer run) would take its first step at the old schedule's rate.
+    Nothing changed, every value stays bit for bit the checkpoint's: the resume is exact.
+    """
+    groups, scheduler = run.optimizer.param_groups, run.scheduler
+    changed = [(group, lr, wd) for group, (lr, wd) in zip(groups, configured, strict=True)
+               if (group["initial_lr"], group["weight_decay"]) != (lr, wd)]
+    if changed and run.is_main:
+        what = "; ".join(f"{group.get('name', '?')}: lr {group['initial_lr']:g} -> {lr:g}, weight decay "
+                         f"{group['weight_decay']:g} -> {wd:g}" for group, lr, wd in changed)
+        print(f"resuming with the config's learning rates and weight decays, not the checkpoint's ({what})")
+    for group, lr, wd in changed:
+        group["initial_lr"], group["weight_decay"] = lr, wd
+    scheduler.base_lrs = [group["initial_lr"] for group in groups]
+    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)  # LambdaLR's own expression
 
 
 def save_checkpoint(run: Run, is_best: bool = False) -> None:
@@ -326,7 +350,6 @@ def setup_training(cfg: Config, work_dir: str | Path, resume: str | bool | None 
     work_dir = Path(work_dir)
     if dist_info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.yaml")
     seed_everything(tc.seed + dist_info.rank, tc.deterministic)
 
     # data: a missing synthetic set is written before train() (tools/train.py, on local rank 0): the
@@ -351,6 +374,8 @@ def setup_training(cfg: Config, work_dir: str | Path, resume: str | bool | None 
                     iters_per_epoch=iters_per_epoch, progress=progress)
     if resume:
         resume_run(run, resume)
+    if dist_info.is_main:  # after the resume: a checkpoint that does not fit leaves the run's config.yaml as it was
+        save_config(cfg, work_dir / "config.yaml")
     return run
 
 
@@ -362,7 +387,10 @@ def fit(run: Run) -> dict:
     bar = tqdm(total=tc.max_iters, initial=run.iteration, desc="train", disable=not (progress and run.is_main),
                dynamic_ncols=True)
     window = LossWindow(run.device, grad_clip=tc.grad_clip)
-    with RunLog(work_dir, run.iteration, enabled=run.is_main) as log:
+    finished = run.iteration >= tc.max_iters  # a finished run resumed: its final evaluation runs again, logged once
+    if finished and run.is_main:
+        print(f"iteration {run.iteration} already reaches train.max_iters={tc.max_iters}: evaluating only")
+    with RunLog(work_dir, run.iteration, enabled=run.is_main, drop_evaluations_at_start=finished) as log:
         with StopSignal() as stop, bar:
             while run.iteration < tc.max_iters:
                 window.add(*train_step(run, batches))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -71,3 +72,6 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(MissingLabelError) as err:
         ADE20KDataset(tmp_path, "train", None)
     assert "ADE_train_00000001.jpg" in str(err.value) and str(ann) in str(err.value)
+    shutil.rmtree(ann.parent)  # the whole annotations/training folder: named as such
+    with pytest.raises(MissingLabelError, match="label folder .*annotations/training does not exist"):
+        ADE20KDataset(tmp_path, "train", None)

@@ -128,6 +128,47 @@ def test_crash_and_resume_logs_each_step_once(tiny_config, tmp_path, monkeypatch
     assert all(r["grad_norm"] > 0 and "clipped" not in r for r in lines if "loss" in r)
 
 
+def test_rerun_before_a_checkpoint_and_resuming_a_finished_run_log_each_step_once(tiny_config, tmp_path, monkeypatch):
+    def crash(loss):
+        raise RuntimeError("simulated crash")
+
+    _stop_at(monkeypatch, 7, crash)  # after the log of iteration 5, before the first checkpoint (10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train(load_config(tiny_config), tmp_path, progress=False)
+    monkeypatch.undo()
+    first = trainer.train(load_config(tiny_config), tmp_path, resume=True, progress=False)  # no checkpoint: afresh
+    again = trainer.train(load_config(tiny_config), tmp_path, resume=True, progress=False)  # finished: evaluates
+    assert again["mIoU"] == first["mIoU"]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in lines if "loss" in r] == [5, 10, 15, 20]
+    assert [r["iter"] for r in lines if "val/mIoU" in r] == [20]
+
+
+def test_resume_takes_the_configs_learning_rate_and_a_failed_one_keeps_config_yaml(tiny_config, tmp_path,
+                                                                                   monkeypatch):
+    def crash(loss):
+        raise RuntimeError("simulated crash")
+
+    _stop_at(monkeypatch, 12, crash)  # after the checkpoint of iteration 10
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train(load_config(tiny_config), tmp_path, progress=False)
+    monkeypatch.undo()
+    saved = [(g["initial_lr"], g["lr"]) for g in load_checkpoint(tmp_path / "checkpoints/latest.pth")["optimizer"]
+             ["param_groups"]]
+    assert all(base == 1e-3 or base == 1e-4 for base, _ in saved)  # head, backbone (x0.1)
+
+    with pytest.raises(ValueError, match="--resume"):  # a checkpoint that does not fit the model
+        trainer.setup_training(load_config(tiny_config, ["model.channels=32"]), tmp_path, resume=True)
+    assert load_config(tmp_path / "config.yaml").model.channels == 16  # the run's config.yaml untouched
+
+    run = trainer.setup_training(load_config(tiny_config, ["train.lr=3e-3"]), tmp_path, resume=True, progress=False)
+    assert run.iteration == 10
+    for group, (base, lr) in zip(run.optimizer.param_groups, saved, strict=True):
+        assert group["initial_lr"] == pytest.approx(base * 3)  # backbone_lr_mult kept
+        assert group["lr"] == pytest.approx(lr * 3)  # at iteration 10 of the same schedule
+    assert load_config(tmp_path / "config.yaml").train.lr == 3e-3
+
+
 def test_bad_settings_and_checkpoints_are_named_before_training(tiny_config, tmp_path):
     for override, key in (("train.eval_interval=0", "train.eval_interval"), ("train.max_iters=0", "train.max_iters"),
                           ("train.accum_steps=0", "train.accum_steps"), ("eval.mode=slid", "eval.mode"),
