@@ -85,6 +85,11 @@ class TransformerConfig:
     # against 20.9 / 25.4, +0.8% FLOPs: within the seeds' spread, off in every config (benchmarks/README.md,
     # the token that is classified)
     cell_max: bool = False
+    # each token also gets the backbone's two coarsest stages (Lite0: 112 + 320 channels at strides 16 and 32)
+    # sampled bilinearly at the centre of its superpixel's starting cell and layer-normalised, concatenated before
+    # the input projection: the backbone's semantics reach the transformer directly, not only through the C pixel
+    # channels the tokenizer pools (C=64 in spx_lite0)
+    backbone_skip: bool = False
     # LayerScale: each encoder layer's attention and MLP outputs scaled channel-wise by learned vectors that
     # start at this value, so the stack starts near the identity (CaiT uses 0.1 up to depth 18); 0 = off. 0.1 in
     # spx_lite0_base and spx_lite0_mid; 0.01 and 0.001 start faster and end at the same 62.6 (spx_lite0_base, seed 0)

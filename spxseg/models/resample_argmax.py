@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _source_axis(n_out: int, scale: float, n_in: int, device: torch.device, dtype: torch.dtype
+def source_axis(n_out: int, scale: float, n_in: int, device: torch.device, dtype: torch.dtype
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """Per output index along one axis: the two source indices (int64) and the weight of the second."""
     pos = ((torch.arange(n_out, device=device, dtype=dtype) + 0.5) * scale - 0.5).clamp(0, n_in - 1)
@@ -52,8 +52,8 @@ def resample_argmax(scores: Tensor, size: tuple[int, int], scale: tuple[float, f
     b, k, h, w = scores.shape
     out_h, out_w = int(size[0]), int(size[1])
     acc = torch.promote_types(scores.dtype, torch.float32)
-    y0, y1, wy = _source_axis(out_h, scale[0], h, scores.device, acc)
-    x0, x1, wx = _source_axis(out_w, scale[1], w, scores.device, acc)
+    y0, y1, wy = source_axis(out_h, scale[0], h, scores.device, acc)
+    x0, x1, wx = source_axis(out_w, scale[1], w, scores.device, acc)
     coarse = scores.argmax(1)  # (B, h, w)
     down = (torch.arange(h, device=scores.device) + 1).clamp_max(h - 1)
     right = (torch.arange(w, device=scores.device) + 1).clamp_max(w - 1)

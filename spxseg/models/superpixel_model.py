@@ -20,7 +20,7 @@ from spxseg.models.backbone import Backbone, freeze_bn_statistics
 from spxseg.models.fine_association import FineAssociation
 from spxseg.models.global_transformer import GlobalTransformer
 from spxseg.models.pixel_decoder import PixelDecoder
-from spxseg.models.resample_argmax import resample_argmax, upsample_argmax
+from spxseg.models.resample_argmax import resample_argmax, source_axis, upsample_argmax
 from spxseg.models.tokenizer import SuperpixelTokenizer
 
 
@@ -127,7 +127,12 @@ class SuperpixelModel(nn.Module):
                                              tok.layer_scale)
         tr = cfg.transformer
         self.cell_max = tr.cell_max
-        self.transformer = GlobalTransformer(cfg.channels * (2 if tr.cell_max else 1), tr.dim, tr.layers, tr.heads,
+        token_channels = cfg.channels * (2 if tr.cell_max else 1)
+        # the backbone's two coarsest stages on the superpixel grid, into the tokens (model.transformer.backbone_skip)
+        self.skip_norm = nn.LayerNorm(sum(self.backbone.channels[-2:])) if tr.backbone_skip else None
+        if self.skip_norm is not None:
+            token_channels += self.skip_norm.normalized_shape[0]
+        self.transformer = GlobalTransformer(token_channels, tr.dim, tr.layers, tr.heads,
                                              tr.mlp_ratio, tr.dropout, tr.layer_scale, tr.drop_path, tr.qk_norm)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
         self.aux_classifier = nn.Conv2d(cfg.channels, cfg.num_classes, 1) if cfg.loss.aux_pixel_weight > 0 else None
@@ -225,6 +230,10 @@ class SuperpixelModel(nn.Module):
         # the backbone's stride-s map: ceil(size / s) (its strided convs pad), exact for a padded input
         size = (-(-x.shape[-2] // stride), -(-x.shape[-1] // stride))
         feats = self.backbone(x)
+        skip = None
+        if self.skip_norm is not None:  # (B, Gh, Gw, C16 + C32), sampled before the pixel decoder's work
+            maps, strides = feats[-2:], self.backbone.strides[-2:]
+            skip = self.skip_norm(sample_on_grid(maps, strides, stride * cell, gh, gw))
         fine_feats, feats = feats[: self.num_fine], feats[self.num_fine :]
         pix_map = _crop_or_pad(self.pixel_decoder(feats, size), h, w)  # (B, C, h, w), channels-last
         aux_logits = self.aux_classifier(pix_map) if self.training and self.aux_classifier is not None else None
@@ -241,6 +250,8 @@ class SuperpixelModel(nn.Module):
             assoc = self.fine_association(pix_map, fine_feats, sp, assoc)
         if self.cell_max:  # [S, max over the cell's image pixels of F]: (B, Gh, Gw, 2C)
             sp = torch.cat([sp, _cell_max(pix, valid)], -1)
+        if skip is not None:
+            sp = torch.cat([sp, skip.to(sp.dtype)], -1)
         deep = self.training and self.deep_supervision and len(self.transformer.layers) > 1
         tokens = self.transformer(sp.flatten(1, 2), centroids.flatten(1, 2), every_layer=deep)  # (B, N, D)
         layer_tokens = None
@@ -350,6 +361,24 @@ def _check_sizes(cfg: ModelConfig) -> None:
                          f"(or set model.loss.layer_weight=0)")
     if f and f != s and cfg.projection_channels < 1:
         raise ValueError(f"model.projection_channels must be >= 1, got {cfg.projection_channels}")
+
+
+def sample_on_grid(maps: list[Tensor], strides: list[int], cell_pixels: int, gh: int, gw: int) -> Tensor:
+    """Feature maps sampled bilinearly at the centres of a grid of square cells, concatenated: maps (B, C_i, h_i, w_i)
+    at strides r_i -> (B, Gh, Gw, sum C_i), channels-last.
+
+    Cell (i, j) spans ``cell_pixels`` image pixels a side; its centre ((i + 0.5) * cell_pixels in image pixels) is
+    at ``(i + 0.5) * cell_pixels / r - 0.5`` in a stride-r map, clamped to the map: PyTorch's bilinear mapping
+    (``F.interpolate(m, scale_factor=r / cell_pixels, mode="bilinear")`` cropped to Gh x Gw, which it equals where
+    that output is large enough), without sizes having to divide.
+    """
+    sampled = []
+    for m, r in zip(maps, strides, strict=True):
+        y0, y1, wy = source_axis(gh, cell_pixels / r, m.shape[-2], m.device, m.dtype)
+        x0, x1, wx = source_axis(gw, cell_pixels / r, m.shape[-1], m.device, m.dtype)
+        rows = torch.lerp(m.index_select(-2, y0), m.index_select(-2, y1), wy.unsqueeze(-1))  # (B, C, Gh, w)
+        sampled.append(torch.lerp(rows.index_select(-1, x0), rows.index_select(-1, x1), wx))
+    return torch.cat(sampled, 1).permute(0, 2, 3, 1)
 
 
 def _cell_max(pix: Tensor, valid: Tensor | None) -> Tensor:

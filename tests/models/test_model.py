@@ -311,10 +311,30 @@ def test_cell_max_is_the_max_over_each_cells_image_pixels() -> None:
                                .permute(0, 2, 3, 1), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("options", [{"tokenizer": {"final_pool": True}}, {"transformer": {"cell_max": True}}])
+def test_sample_on_grid_is_pytorchs_bilinear_resize() -> None:
+    """``sample_on_grid`` (``transformer.backbone_skip``) against ``F.interpolate`` by the cell's scale, in float64:
+    superpixels of 16 pixels over stride-16 / 32 maps (a crop, a 2x upsampling) and of 12 (scales 4/3 and 8/3)."""
+    from spxseg.models.superpixel_model import sample_on_grid
+
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 5, 24, 30, dtype=torch.float64), torch.randn(2, 7, 12, 15, dtype=torch.float64)]
+    for cell_pixels, gh, gw in ((16, 23, 30), (12, 30, 40)):
+        plain = [torch.nn.functional.interpolate(m, scale_factor=r / cell_pixels, mode="bilinear", align_corners=False,
+                                                 recompute_scale_factor=False)[..., :gh, :gw]
+                 for m, r in zip(maps, (16, 32), strict=True)]
+        torch.testing.assert_close(sample_on_grid(maps, [16, 32], cell_pixels, gh, gw),
+                                   torch.cat(plain, 1).permute(0, 2, 3, 1), rtol=0, atol=1e-12)
+    # a grid reaching past the map (the resize would be too small): the map's edge, as PyTorch clamps
+    edge = sample_on_grid(maps[:1], [16], 16, 25, 30)
+    torch.testing.assert_close(edge[:, 24], maps[0][:, :, 23].transpose(1, 2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("options", [{"tokenizer": {"final_pool": True}}, {"transformer": {"cell_max": True}},
+                                     {"transformer": {"backbone_skip": True}}])
 def test_final_pool_and_cell_max_build_and_every_weight_trains(options) -> None:
     """``tokenizer.final_pool`` adds ``Wf`` (C -> C), ``transformer.cell_max`` widens the transformer's input
-    projection to 2C; on a padded image (57x60) the outputs stay finite and every head weight gets a gradient."""
+    projection to 2C, ``transformer.backbone_skip`` to C plus the backbone's two coarsest stages (256 + 512 channels
+    for ResNet-18); on a padded image (57x60) the outputs stay finite and every head weight gets a gradient."""
     torch.manual_seed(0)
     cfg = {"num_classes": 3, "backbone": {"name": "resnet18"}, "cell": 4, "channels": 16,
            "transformer": {"layers": 1, "dim": 32, "heads": 2}}
@@ -322,8 +342,10 @@ def test_final_pool_and_cell_max_build_and_every_weight_trains(options) -> None:
     model = build_model(cfg)
     if "tokenizer" in options:
         assert model.tokenizer.final_out.weight.shape == (16, 16)
-    else:
+    elif options["transformer"].get("cell_max"):
         assert model.transformer.input.weight.shape == (32, 32)
+    else:
+        assert model.transformer.input.weight.shape == (32, 16 + 256 + 512)
     out = model(torch.randn(1, 3, 57, 60))
     assert torch.isfinite(out.probs).all() and torch.isfinite(out.sp_logits).all()
     segmentation_loss(out, torch.randint(0, 3, (1, 57, 60)), model.cfg.loss, model.stride).total.backward()
