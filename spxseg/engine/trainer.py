@@ -237,8 +237,12 @@ def _keep_configured_rates(run: Run, configured: list[tuple[float, float]]) -> N
     for group, lr, wd in changed:
         group["initial_lr"], group["weight_decay"] = lr, wd
     scheduler.base_lrs = [group["initial_lr"] for group in groups]
+    saved_lr = groups[-1]["lr"]
     for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
         group["lr"] = base * factor(scheduler.last_epoch)  # LambdaLR's own expression
+    if groups[-1]["lr"] != saved_lr and not changed and run.is_main:
+        print(f"resuming on the config's schedule (train.max_iters / warmup_iters / poly_power): learning rate "
+              f"{groups[-1]['lr']:.3g} at iteration {scheduler.last_epoch}, the checkpoint's {saved_lr:.3g}")
 
 
 def save_checkpoint(run: Run, is_best: bool = False) -> None:

@@ -16,6 +16,7 @@ from spxseg.data.synthetic import generate_synthetic
 from spxseg.engine import checkpoint as ckpt_mod
 from spxseg.engine import trainer
 from spxseg.engine.checkpoint import atomic_save, load_checkpoint
+from spxseg.engine.optim import poly_warmup
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -167,6 +168,10 @@ def test_resume_takes_the_configs_learning_rate_and_a_failed_one_keeps_config_ya
         assert group["initial_lr"] == pytest.approx(base * 3)  # backbone_lr_mult kept
         assert group["lr"] == pytest.approx(lr * 3)  # at iteration 10 of the same schedule
     assert load_config(tmp_path / "config.yaml").train.lr == 3e-3
+    longer = trainer.setup_training(load_config(tiny_config, ["train.max_iters=40"]), tmp_path, resume=True,
+                                    progress=False)
+    factor = poly_warmup(40, 5, 0.9)(10)  # iteration 10 of a 40-iteration schedule, 5 of warm-up
+    assert [g["lr"] for g in longer.optimizer.param_groups] == pytest.approx([base * factor for base, _ in saved])
 
 
 def test_bad_settings_and_checkpoints_are_named_before_training(tiny_config, tmp_path):
