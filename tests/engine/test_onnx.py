@@ -34,16 +34,19 @@ def test_torch_export_succeeds() -> None:
 
 
 @pytest.mark.slow
-def test_onnx_export_with_a_finer_projection(tmp_path) -> None:
-    """model.projection_stride: the fine association (stride 2 here) exports, and onnxruntime agrees."""
+@pytest.mark.parametrize("option", [{"projection_stride": 2},
+                                    {"transformer": {**TINY["transformer"], "backbone_skip": True}}])
+def test_onnx_export_with_a_finer_projection_or_the_backbone_skip(tmp_path, option) -> None:
+    """model.projection_stride: the fine association (stride 2 here) exports; model.transformer.backbone_skip: the
+    grid sampling of the backbone's stages exports; onnxruntime agrees."""
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     from spxseg.engine.onnx_export import compare_onnx
 
     torch.manual_seed(0)
-    model = build_model({**TINY, "projection_stride": 2}).eval()
+    model = build_model({**TINY, **option}).eval()
     x = torch.randn(1, 3, 64, 96)
-    path = export_onnx(model, (64, 96), tmp_path / "fine.onnx", optimize=False)
+    path = export_onnx(model, (64, 96), tmp_path / "option.onnx", optimize=False)
     report = compare_onnx(path, model, x)
     assert report["max_abs_diff_probs"] < 1e-4
     assert report["labels_agreement"] > 0.999 and report["superpixels_agreement"] > 0.999
