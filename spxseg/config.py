@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -408,6 +409,7 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+@functools.cache  # one type-hint resolution per (dataclass, key), not one per key of every merged file
 def _section_type(cls: type | None, key: str) -> type | None:
     """The dataclass of section ``key`` of ``cls`` (``Config`` -> ``"model"`` -> ``ModelConfig``), None for a value."""
     if cls is None:

@@ -127,11 +127,10 @@ class SuperpixelModel(nn.Module):
                                              tok.layer_scale)
         tr = cfg.transformer
         self.cell_max = tr.cell_max
-        token_channels = cfg.channels * (2 if tr.cell_max else 1)
         # the backbone's two coarsest stages on the superpixel grid, into the tokens (model.transformer.backbone_skip)
-        self.skip_norm = nn.LayerNorm(sum(self.backbone.channels[-2:])) if tr.backbone_skip else None
-        if self.skip_norm is not None:
-            token_channels += self.skip_norm.normalized_shape[0]
+        skip_channels = sum(self.backbone.channels[-2:]) if tr.backbone_skip else 0
+        self.skip_norm = nn.LayerNorm(skip_channels) if skip_channels else None
+        token_channels = cfg.channels * (2 if tr.cell_max else 1) + skip_channels
         self.transformer = GlobalTransformer(token_channels, tr.dim, tr.layers, tr.heads,
                                              tr.mlp_ratio, tr.dropout, tr.layer_scale, tr.drop_path, tr.qk_norm)
         self.classifier = nn.Linear(tr.dim, cfg.num_classes)
