@@ -268,6 +268,11 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     coco: CocoConfig = field(default_factory=CocoConfig)
 
+    def __post_init__(self) -> None:
+        if self.test_short_side is not None and self.test_short_side < 0:  # -1 for "off" would shrink to 1x1
+            raise ConfigError(f"data.test_short_side: expected a number of pixels > 0, or 0 / null to keep each "
+                              f"image's size, got {self.test_short_side}")
+
 
 # --------------------------------------------------------------------------- train / eval
 

@@ -79,6 +79,13 @@ def test_wrong_types_name_the_key(tmp_path):
         load_config(None, ["model.backbone.out_indices=[1, a]"])
 
 
+def test_out_of_range_values_are_refused(tmp_path):
+    # -1 read as "off" would resize every test image to a 1-pixel short side
+    with pytest.raises(ConfigError, match="data.test_short_side: .* got -1"):
+        load_config(None, ["data.test_short_side=-1"])
+    assert load_config(None, ["data.test_short_side=0"]).data.test_short_side == 0  # keep the size
+
+
 def test_missing_and_circular_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from spxseg.data import build_dataloader, build_dataset
+    from spxseg.data import DatasetError, build_dataloader, build_dataset
     from spxseg.engine.checkpoint import load_trained_model
     from spxseg.engine.distributed import cleanup, init_distributed
     from spxseg.engine.evaluate import evaluate
@@ -91,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
               f"images of {dataset!r}; eval mode={ev.mode} flip={ev.flip} scales={ev.scales} amp={amp} "
               f"device={dist_info.device} x{dist_info.world_size}")
     evaluator = SegEvaluator(cfg.model.num_classes, dataset.class_names, cfg.model.loss.ignore_index)
-    metrics = evaluate(model, loader, cfg.eval, evaluator, dist_info.device, amp,
-                       progress=is_main and not args.no_progress, on_prediction=writer)
+    try:
+        metrics = evaluate(model, loader, cfg.eval, evaluator, dist_info.device, amp,
+                           progress=is_main and not args.no_progress, on_prediction=writer)
+    except DatasetError as err:  # an unreadable image or a label value outside the class set, met on the way
+        print(f"error: {err}", file=sys.stderr)
+        cleanup()
+        return 2
     if writer is not None:
         print(f"[rank {dist_info.rank}] {writer.summary()}" if dist_info.distributed else writer.summary())
     if is_main:

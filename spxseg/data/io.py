@@ -26,10 +26,27 @@ def _check_complete(data: np.ndarray, path: Path) -> None:
     """Catch truncated PNG / JPEG files, which OpenCV may decode partially without an error."""
     head = data[:8].tobytes()
     tail = data[-64:].tobytes()
-    if head == _PNG_MAGIC and b"IEND" not in tail:
+    if head == _PNG_MAGIC and b"IEND" not in tail and not _png_has_end(data):
         raise ImageReadError(f"image file {path} is truncated (PNG without its IEND chunk)")
     if head[:2] == b"\xff\xd8" and not (tail.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9") or _jpeg_has_end(data)):
         raise ImageReadError(f"image file {path} is truncated (JPEG without its end-of-image marker)")
+
+
+def _png_has_end(data: np.ndarray) -> bool:
+    """Whether a PNG's chunks, walked by their lengths (the pixel data is not scanned), reach its IEND chunk,
+    even with data appended after it (the quick check of the last 64 bytes misses those)."""
+    raw = data.tobytes()
+    i = len(_PNG_MAGIC)
+    while i + 8 <= len(raw):
+        if raw[i + 4 : i + 8] == b"IEND":
+            return True
+        i += 12 + int.from_bytes(raw[i : i + 4], "big")  # length, type, data, CRC
+    return False
+
+
+def _is_indexed_png(data: np.ndarray) -> bool:
+    """Whether a PNG stores palette indices (colour type 3, byte 25 of the file: IHDR's colour type)."""
+    return data[:8].tobytes() == _PNG_MAGIC and data.size > 25 and int(data[25]) == 3
 
 
 def _jpeg_has_end(data: np.ndarray) -> bool:
@@ -68,6 +85,8 @@ def read_label(path: str | Path) -> np.ndarray:
     path = Path(path)
     data = _read_bytes(path)
     _check_complete(data, path)
+    if _is_indexed_png(data):  # VOC style: class ids as palette indices, which OpenCV expands to colours
+        return _read_palette_indices(path)
     lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise ImageReadError(f"cannot decode label file {path} (corrupt, truncated or not an image)")
@@ -82,6 +101,17 @@ def read_label(path: str | Path) -> np.ndarray:
                 "map of class ids (a colour visualisation is not a label map)"
             )
     return np.ascontiguousarray(lab)
+
+
+def _read_palette_indices(path: Path) -> np.ndarray:
+    """The palette indices of an indexed-colour PNG, (H, W) uint8 (Pillow keeps them, OpenCV cannot)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    except (OSError, ValueError) as err:
+        raise ImageReadError(f"cannot decode label file {path} (an indexed-colour PNG): {err}") from err
 
 
 def write_png(path: str | Path, array: np.ndarray, *, rgb: bool) -> Path:

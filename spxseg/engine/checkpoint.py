@@ -158,6 +158,11 @@ def config_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", override
     try:
         return resolve_normalization(from_dict(Config, data))
     except ConfigError as err:
+        if overrides:  # a typo in the overrides themselves: say so, not that the file is at fault
+            try:
+                from_dict(Config, apply_overrides({}, overrides))
+            except ConfigError as opts_err:
+                raise ConfigError(f"--opts: {opts_err}") from None
         source = ckpt.get("config_file") or f"the config stored in {path}"
         raise ConfigError(f"{source}: does not match this version of spxseg (or --opts): {err}") from None
 
@@ -351,7 +356,10 @@ class CheckpointManager:
 def load_trained_model(path: str | Path, cfg: Config | None = None, overrides: list[str] | None = None
                        ) -> tuple[nn.Module, Config, dict]:
     """``(model, config, checkpoint)`` of a training checkpoint or ``.safetensors`` weights file: read safely,
-    the config is ``cfg`` or the one the file was trained with (``overrides`` applied), weights loaded strictly."""
+    the config is ``cfg`` or the one the file was trained with, ``overrides`` applied to either, weights loaded
+    strictly."""
+    if cfg is not None and overrides:  # ConfigError on a bad key, as for the file's own config
+        cfg = resolve_normalization(from_dict(Config, apply_overrides(to_dict(cfg), overrides)))
     ckpt = load_checkpoint(path)
     cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path, overrides)
     model = build_model_for_weights(cfg.model)

@@ -84,8 +84,8 @@ class Segmenter:
 
         ``path`` is a training checkpoint (``.pth``, its config stored inside) or a ``model.safetensors``
         weights file (its config the ``config.yaml`` next to it); ``overrides`` (``"eval.flip=true"``, ...)
-        apply to that config. A file that would need more than tensors and plain data to load is refused
-        (``ValueError`` naming it) without running anything.
+        apply to that config, or to ``cfg`` when given. A file that would need more than tensors and plain data
+        to load is refused (``ValueError`` naming it) without running anything.
         """
         model, cfg, _ = load_trained_model(path, cfg, overrides)
         return cls(model, cfg, device=device, amp=amp)
@@ -113,13 +113,20 @@ class Segmenter:
     # ------------------------------------------------------------------ preprocessing
 
     def preprocess(self, image: np.ndarray | str | Path, rgb: bool = False) -> tuple[Tensor, tuple[int, int]]:
-        """Image (H, W, 3) uint8 BGR (OpenCV order; RGB when ``rgb``), grey (H, W), or a file path ->
-        normalised (1, 3, h, w) tensor on the device, and the original size (H, W)."""
+        """Image (H, W, 3) uint8 BGR (OpenCV order; RGB when ``rgb``; a 4th channel, alpha, is dropped), grey
+        (H, W) / (H, W, 1) / grey and alpha (H, W, 2), or a file path -> normalised (1, 3, h, w) tensor on the
+        device, and the original size (H, W)."""
         if isinstance(image, (str, Path)):  # read as the datasets read it (EXIF orientation ignored)
             if not Path(image).is_file():
                 raise FileNotFoundError(f"cannot read image {image}")
             image, rgb = read_image(image), True
         image = np.asarray(image)
+        if image.dtype != np.uint8:  # the normalisation's mean / std are on the 0-255 scale of 8-bit pixels
+            hint = ("(img / 257).astype(np.uint8) for full-range 16-bit pixels" if image.dtype == np.uint16 else
+                    "(img * 255).round().astype(np.uint8) for floats in [0, 1]")
+            raise ValueError(f"expected 8-bit pixels (uint8, 0-255), got {image.dtype}: convert first, e.g. {hint}")
+        if image.ndim == 3 and image.shape[2] in (1, 2):  # grey, or grey and alpha
+            image = image[..., 0]
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, -1)
         if image.ndim != 3 or image.shape[2] not in (3, 4):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from spxseg import Segmenter
-from spxseg.config import Config, EvalConfig, from_dict, to_dict
+from spxseg.config import Config, ConfigError, EvalConfig, from_dict, to_dict
 from spxseg.engine.evaluate import evaluate
 from spxseg.engine.evaluator import SegEvaluator, confusion_matrix, metrics_from_confusion
 from spxseg.engine.inference import infer_batch, infer_labels, infer_probs, window_boxes
@@ -276,6 +276,25 @@ def test_segmenter_errors(tmp_path, checkpoint) -> None:
     seg = Segmenter.from_checkpoint(checkpoint, device="cpu")
     with pytest.raises(ValueError, match="expected an image"):
         seg.predict(np.zeros((4, 5, 6, 7), np.uint8))
+    # pixels not on the 0-255 scale of uint8 would be normalised wrongly without a word: refused, with the fix
+    with pytest.raises(ValueError, match=r"uint16.*257"):
+        seg.predict(np.zeros((8, 8, 3), np.uint16))
+    with pytest.raises(ValueError, match=r"float32.*255"):
+        seg.predict(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ConfigError, match="eval.mode"):  # the overrides apply to a given config too
+        Segmenter.from_checkpoint(checkpoint, cfg=seg.cfg, overrides=["eval.mod=slide"])
+
+
+def test_segmenter_grey_inputs_and_overrides_with_a_config(checkpoint) -> None:
+    seg = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    grey = np.random.default_rng(1).integers(0, 256, (30, 41), dtype=np.uint8)
+    labels = seg.predict(grey)
+    assert labels.shape == (30, 41)
+    assert np.array_equal(seg.predict(grey[..., None]), labels)  # (H, W, 1)
+    grey_alpha = np.stack([grey, np.full_like(grey, 255)], -1)  # (H, W, 2): grey and alpha
+    assert np.array_equal(seg.predict(grey_alpha), labels)
+    flipped = Segmenter.from_checkpoint(checkpoint, device="cpu", cfg=seg.cfg, overrides=["eval.flip=true"])
+    assert flipped.cfg.eval.flip and not seg.cfg.eval.flip
 
 
 def test_segmenter_ignores_backbone_init_of_stored_config(tmp_path, checkpoint) -> None:

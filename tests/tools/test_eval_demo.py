@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,57 @@ def test_demo_folder_with_checkpoint(setup, capsys, load_tool) -> None:
     assert rc == 0, captured.err
     assert "RANDOM" not in captured.err
     assert len(list(out.glob("*_panel.png"))) == 3 and len(list(out.glob("*.png"))) == 9
+
+
+def test_demo_names_outputs_by_path_and_skips_its_own(setup, tmp_path, capsys, load_tool) -> None:
+    tool = load_tool("demo")
+    src = tmp_path / "in dir"
+    (src / "sub").mkdir(parents=True)
+    first = sorted((setup["root"] / "leftImg8bit" / "val" / "synthval").glob("*.png"))[0]
+    image = cv2.imread(str(first))
+    cv2.imwrite(str(src / "frame.png"), image)
+    cv2.imwrite(str(src / "frame.jpg"), image)
+    cv2.imwrite(str(src / "sub" / "frame.png"), image[:32, :48])
+    out = src / "out"  # inside --input: a second run must not take the first run's outputs as images
+    argv = ["--config", setup["config"], "--checkpoint", setup["ckpt"], "--device", "cpu",
+            "--input", str(src), "--out", str(out)]
+    for _ in range(2):
+        assert tool.main(argv) == 0, capsys.readouterr().err
+        assert "for 3 image(s)" in capsys.readouterr().out
+    panels = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_panel.png"))
+    assert panels == ["frame_jpg_panel.png", "frame_png_panel.png", "sub/frame_panel.png"]
+    assert cv2.imread(str(out / "sub" / "frame_overlay.png")).shape == (32, 48, 3)
+    assert len(list(out.rglob("*.png"))) == 9
+
+    (src / "sub" / "broken.png").write_bytes(b"not a png")  # skipped, said, and the exit status says so
+    assert tool.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "for 3 image(s); 1 skipped" in captured.out
+    only_broken = ["--config", setup["config"], "--checkpoint", setup["ckpt"], "--device", "cpu",
+                   "--input", str(src / "sub" / "broken.png"), "--out", str(tmp_path / "o")]
+    assert tool.main(only_broken) == 1
+    assert "nothing written" in capsys.readouterr().err
+
+
+def test_eval_reports_a_bad_label_as_an_error(setup, tmp_path, capsys, load_tool) -> None:
+    tool = load_tool("eval")
+    root = tmp_path / "cityscapes"
+    shutil.copytree(setup["root"], root, symlinks=False)
+    label = sorted(root.glob("gtFine/val/synthval/*_gtFine_labelIds.png"))[0]
+    lab = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    lab[0, 0] = 40  # not a Cityscapes label id
+    cv2.imwrite(str(label), lab)
+    rc = tool.main(["--config", setup["config"], "--checkpoint", setup["ckpt"], "--device", "cpu", "--no-progress",
+                    "--out", str(tmp_path / "e"), "--opts", f"data.root={root}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and label.name in err and "[40]" in err
+
+
+def test_option_typo_without_config_is_blamed_on_opts(setup, tmp_path, capsys, load_tool) -> None:
+    tool = load_tool("eval")
+    rc = tool.main(["--checkpoint", setup["ckpt"], "--out", str(tmp_path / "e"), "--opts", "eval.mod=slide"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--opts" in err and "eval.mode" in err and "does not match" not in err
 
 
 def test_clear_errors(setup, tmp_path, capsys, load_tool) -> None:
