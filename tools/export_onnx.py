@@ -71,8 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     metadata = {
         "producer": "spxseg", "input": "image (B,3,H,W) float32 RGB, (x - mean) / std on the 0-255 scale",
         "mean": json.dumps(cfg.data.mean), "std": json.dumps(cfg.data.std), "class_names": json.dumps(names),
-        "input_size": json.dumps([h, w]), "checkpoint": str(args.checkpoint),
+        "input_size": json.dumps([h, w]), "checkpoint": str(args.checkpoint or "none: random weights"),
+        # what the evaluation resized images to (short side, px; null: kept as they are)
+        "test_short_side": json.dumps(cfg.data.test_short_side),
     }
+    short = cfg.data.test_short_side
+    if short and min(h, w) != short:  # e.g. a CamVid model (scored at 180x240) exported at the frames' 360x480
+        print(f"note: the config scores images resized to a short side of {short} px (data.test_short_side); this "
+              f"export takes {h}x{w}, a resolution the model was not evaluated at: resize inputs first and export "
+              f"at that size (--size), or keep it knowingly", file=sys.stderr)
     t0 = time.perf_counter()
     try:
         path = export_onnx(model, (h, w), args.out, opset=args.opset, batch=args.batch, labels=not args.no_labels,

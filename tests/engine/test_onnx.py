@@ -91,14 +91,18 @@ def test_onnxruntime_matches_pytorch_at_512x1024(tmp_path, capsys, load_tool) ->
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    cfg = {"model": {"num_classes": 19, "backbone": {"name": "resnet18"}}, "data": {"dataset": "cityscapes"}}
+    # scored at a short side of 256: an export at 512x1024 says that it is not the scored resolution
+    cfg = {"model": {"num_classes": 19, "backbone": {"name": "resnet18"}},
+           "data": {"dataset": "cityscapes", "test_short_side": 256}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     torch.save({"model": build_model(cfg["model"]).state_dict(), "config": cfg}, tmp_path / "model.pth")
     tool = load_tool("export_onnx")
     rc = tool.main(["--config", str(tmp_path / "cfg.yaml"), "--checkpoint", str(tmp_path / "model.pth"),
                     "--size", "512", "1024", "--out", str(tmp_path / "model.onnx"), "--json", str(tmp_path / "r.json")])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert rc == 0, printed
+    assert "short side of 256 px" in captured.err
     report = json.loads((tmp_path / "r.json").read_text())
     print(f"\nONNX 512x1024: max abs diff {report['max_abs_diff_probs']:.3g}, labels agree "
           f"{report['labels_agreement']:.6f}, export {report['export_s']:.1f} s, ort {report['onnxruntime_s']:.2f} s, "
@@ -113,4 +117,5 @@ def test_onnxruntime_matches_pytorch_at_512x1024(tmp_path, capsys, load_tool) ->
     assert max(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")) >= 17
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["class_names"])[0] == "road" and json.loads(meta["input_size"]) == [512, 1024]
+    assert json.loads(meta["test_short_side"]) == 256
     assert [o.name for o in proto.graph.output] == ["probs", "labels", "superpixels"]
