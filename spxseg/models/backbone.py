@@ -83,6 +83,8 @@ class Backbone(nn.Module):
             raise ValueError(f"backbone {cfg.name} has no stage at stride >= {min_stride} (strides {reductions})")
         self.strides = [reductions[i] for i in self.keep]
         self.channels = [channels[i] for i in self.keep]
+        # transformer backbones (swin, ...) hand their stages over channels-last: (B, H, W, C)
+        self.nhwc = str(getattr(self.body, "output_fmt", "NCHW")).upper().endswith("NHWC")
 
     @property
     def max_stride(self) -> int:
@@ -91,4 +93,6 @@ class Backbone(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """(B, 3, H, W) -> one (B, C_i, H / r_i, W / r_i) map per kept stage."""
         feats = self.body(x)
+        if self.nhwc:  # the same tensors, viewed (B, C, h, w): channels-last in memory, no copy
+            return [feats[i].permute(0, 3, 1, 2) for i in self.keep]
         return [feats[i] for i in self.keep]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Any
 
@@ -23,8 +24,8 @@ def build_model(cfg: Any = None) -> nn.Module:
     """
     cfg = model_config(cfg if cfg is not None else {})
     check_loss_config(cfg.loss, cfg.num_classes)
-    if cfg.architecture == "spx":
-        return SuperpixelModel(cfg)
+    if cfg.architecture == "spx":  # its own copy: editing the caller's config later does not change the model
+        return SuperpixelModel(copy.deepcopy(cfg))
     if cfg.architecture in PEER_ARCHITECTURES:
         return build_peer(cfg)
     close = difflib.get_close_matches(cfg.architecture, ARCHITECTURES, n=1, cutoff=0.5)

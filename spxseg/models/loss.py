@@ -19,10 +19,21 @@ from spxseg.models.superpixel_model import SegOutput
 
 def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], ignore_index: int = 255) -> Tensor:
     """Labels (B, H, W) -> (B, h, w): sampled at the stride-s pixel centres, padded with ``ignore_index`` up to
-    ``size`` (h, w), the association's padded grid."""
+    ``size`` (h, w), the association's padded grid.
+
+    A last stride-s pixel that the image covers only in part (H or W not a multiple of s) takes the label at the
+    centre of that part: at stride 8, the last 4 rows of a 180-row crop (a centre at row 180, past the image, left
+    them without a label for the superpixel and reconstruction losses until the fix)."""
     h, w = size
-    small = labels[:, stride // 2 :: stride, stride // 2 :: stride]
+    small = labels[:, _centres(labels.shape[-2], stride, labels.device)][:, :, _centres(labels.shape[-1], stride,
+                                                                                        labels.device)]
     return F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
+
+
+def _centres(n: int, stride: int, device: torch.device) -> Tensor:
+    """The centre of each stride-s block of ``n`` pixels, the last one's covering only its part inside the image."""
+    starts = torch.arange(0, n, stride, device=device)
+    return starts + (n - starts).clamp_max(stride) // 2
 
 
 def label_distribution_at_stride(labels: Tensor, stride: int, size: tuple[int, int], num_classes: int,

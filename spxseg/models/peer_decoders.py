@@ -67,6 +67,11 @@ class PeerModel(nn.Module):
             load_backbone_weights(self.backbone, cfg.backbone.checkpoint)
         # FPN merges stages at strides 4..32; DeepLabV3+ has output stride 16 with dilation
         self.size_multiple = 32
+        # DeepLabV3+'s image-pooling branch normalises a 1x1 map: in training, one image gives its BatchNorm one
+        # value per channel, which it cannot normalise
+        self.pooled_norms = [m for seq in self.net.decoder.modules() if isinstance(seq, nn.Sequential)
+                             and any(isinstance(c, nn.AdaptiveAvgPool2d) for c in seq)
+                             for m in seq if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     @property
     def backbone(self) -> nn.Module:
@@ -81,6 +86,10 @@ class PeerModel(nn.Module):
 
     def forward(self, images: Tensor) -> DenseOutput:
         """images (B, 3, H, W), normalised, any H, W >= 32."""
+        if images.shape[0] == 1 and any(m.training and not isinstance(m, nn.SyncBatchNorm) for m in self.pooled_norms):
+            raise ValueError(f"model.architecture={self.cfg.architecture!r} cannot train on one image per process: "
+                             "the BatchNorm of its image-pooling branch sees one value per channel; use "
+                             "train.batch_size >= 2, or train.sync_bn under torchrun")
         height, width = images.shape[-2:]
         logits = self.net(pad_to_multiple(images, self.size_multiple))[:, :, :height, :width]
         return DenseOutput(probs=logits.float().softmax(1), logits=logits)

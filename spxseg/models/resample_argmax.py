@@ -31,11 +31,15 @@ from torch import Tensor
 
 def source_axis(n_out: int, scale: float, n_in: int, device: torch.device, dtype: torch.dtype
                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per output index along one axis: the two source indices (int64) and the weight of the second."""
-    pos = ((torch.arange(n_out, device=device, dtype=dtype) + 0.5) * scale - 0.5).clamp(0, n_in - 1)
+    """Per output index along one axis: the two source indices (int64) and the weight of the second (``dtype``).
+
+    Positions are computed in float32 at least: bf16 holds integers exactly only up to 256, past which an index
+    rounds up beyond the map (a crash under autocast on wide images) and weights are off by up to a quarter."""
+    exact = torch.promote_types(dtype, torch.float32)
+    pos = ((torch.arange(n_out, device=device, dtype=exact) + 0.5) * scale - 0.5).clamp(0, n_in - 1)
     first = pos.floor().long()
     second = (first + 1).clamp_max(n_in - 1)
-    return first, second, pos - first
+    return first, second, (pos - first).to(dtype)
 
 
 def resample_argmax(scores: Tensor, size: tuple[int, int], scale: tuple[float, float]) -> Tensor:

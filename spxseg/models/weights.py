@@ -152,4 +152,17 @@ def load_backbone_weights(module: nn.Module, path: str | Path, what: str = "mode
     blocks = getattr(module, "blocks", None)
     if is_efficientnet_pytorch(state) and isinstance(blocks, nn.Sequential):  # a timm EfficientNet
         state = efficientnet_pytorch_to_timm(state, [len(stage) for stage in blocks])
-    load_weights_strict(module, state, path, what)
+    load_weights_strict(module, {**state, **_flattened_names(module, state)}, path, what)
+
+
+_FLATTENED = re.compile(r"^([A-Za-z]\w*?)_(\d+)\.")
+
+
+def _flattened_names(module: nn.Module, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Entries of ``state`` (``timm.create_model(name)``'s names) under the names a ``features_only`` model gives
+    them: timm flattens top-level sequences, so ConvNeXt's ``stem.0.weight`` becomes ``stem_0.weight``."""
+    out = {}
+    for key in module.state_dict():
+        if key not in state and (original := _FLATTENED.sub(r"\1.\2.", key, count=1)) in state:
+            out[key] = state[original]
+    return out

@@ -17,6 +17,7 @@ from spxseg.models.loss import (
     LOGGED_TERMS,
     enet_class_weights,
     label_distribution_at_stride,
+    labels_at_stride,
     lovasz_loss,
     pixel_mean,
     reconstruction_loss,
@@ -149,6 +150,19 @@ def test_area_labels_keep_a_pole_the_centre_sample_misses() -> None:
     assert area[0, :, 0, 1].tolist() == pytest.approx([8 / 64] * 2)
     assert area[0, :, 1, 1].tolist() == [0.0, 0.0]
     assert mass[0].tolist() == [[4.0, 4.0]] * 2  # four stride-4 pixels, each fully labelled
+
+
+def test_centre_labels_of_a_partly_covered_last_block() -> None:
+    """At stride 8 a 20-row, 10-column image ends in blocks of 4 rows and 2 columns: they take the labels at the
+    centres of their parts inside the image, not nothing (a centre past the edge)."""
+    labels = torch.arange(20 * 10).reshape(1, 20, 10)
+    small = labels_at_stride(labels, 8, (3, 2))
+    rows, cols = [4, 12, 18], [4, 9]  # full blocks at 4 and 12; the partial ones at 16 + 4 // 2 and 8 + 2 // 2
+    assert small[0].tolist() == [[r * 10 + c for c in cols] for r in rows]
+    assert torch.equal(labels_at_stride(labels, 2, (10, 5)), labels[:, 1::2, 1::2])  # whole blocks: as before
+    # a 2-pixel-wide image at stride 4 keeps its labels for the superpixel losses
+    hist, mass = superpixel_targets(torch.full((1, 9, 16, 1), 1 / 9), torch.zeros(1, 64, 2, dtype=torch.long), 3, 4, 1)
+    assert mass.sum() > 0
 
 
 def test_area_labels_at_stride_1_are_the_centre_labels() -> None:

@@ -196,6 +196,50 @@ def test_backbone_checkpoint_is_loaded_from_a_local_file(tmp_path):
     assert torch.all(m.backbone.body.conv1.weight == 0.125)
 
 
+def test_timm_checkpoint_loads_under_the_names_features_only_gives(tmp_path):
+    """timm's ``features_only`` model names ConvNeXt's ``stem.0`` ``stem_0``: a file of ``timm.create_model(name)``'s
+    state dict loads all the same."""
+    import timm
+
+    if "test_convnext" not in timm.list_models("test_*"):
+        pytest.skip("this timm has no tiny test models")
+    reference = timm.create_model("test_convnext", pretrained=False)
+    torch.nn.init.constant_(reference.stem[0].weight, 0.125)
+    torch.nn.init.constant_(reference.stages[1].blocks[0].conv_dw.weight, -0.5)
+    torch.save(reference.state_dict(), tmp_path / "convnext.pth")
+    m = build_model({"backbone": {"name": "test_convnext", "checkpoint": str(tmp_path / "convnext.pth")}})
+    assert torch.all(m.backbone.body.stem_0.weight == 0.125)
+    assert torch.all(m.backbone.body.stages_1.blocks[0].conv_dw.weight == -0.5)
+
+
+def test_channels_last_backbone_stages_are_read_as_nchw():
+    """Backbones whose stages come out (B, H, W, C) (timm's ``output_fmt`` NHWC: MambaOut, Swin) feed the model."""
+    import timm
+
+    if "test_mambaout" not in timm.list_models("test_*"):
+        pytest.skip("this timm has no tiny test models")
+    torch.manual_seed(0)
+    m = build_model({"num_classes": 5, "backbone": {"name": "test_mambaout"}, "channels": 16,
+                     "transformer": {"layers": 1, "dim": 32, "heads": 2}}).eval()
+    x = torch.randn(1, 3, 64, 96)
+    stages = m.backbone(x)
+    assert [tuple(f.shape[1:]) for f in stages] == [(c, 64 // r, 96 // r) for c, r in
+                                                    zip(m.backbone.channels, m.backbone.strides, strict=True)]
+    out = m(x)
+    assert out.probs.shape == (1, 5, 64, 96)
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(1, 64, 96))
+
+
+def test_the_model_keeps_its_own_config():
+    from spxseg.config import ModelConfig, from_dict
+
+    cfg = from_dict(ModelConfig, {"num_classes": 4, "backbone": {"name": "resnet18"}, "channels": 16,
+                                  "transformer": {"layers": 1, "dim": 32, "heads": 2}})
+    m = build_model(cfg)
+    cfg.backbone.freeze_bn, cfg.loss.superpixel_weight = True, 123.0  # the caller edits its config afterwards
+    assert not m.cfg.backbone.freeze_bn and m.cfg.loss.superpixel_weight != 123.0
+
+
 def test_overfits_one_batch():
     torch.manual_seed(0)
     model = build_model(SMALL)
@@ -327,6 +371,12 @@ def test_sample_on_grid_is_pytorchs_bilinear_resize() -> None:
     # a grid reaching past the map (the resize would be too small): the map's edge, as PyTorch clamps
     edge = sample_on_grid(maps[:1], [16], 16, 25, 30)
     torch.testing.assert_close(edge[:, 24], maps[0][:, :, 23].transpose(1, 2), rtol=0, atol=0)
+    # bf16 maps (autocast) of a wide image: positions past 256 stay exact (bf16 would round 259 up to 260,
+    # past the map's last column)
+    wide = torch.randn(1, 2, 1, 260, dtype=torch.float64)
+    got = sample_on_grid([wide.bfloat16()], [16], 16, 1, 260)
+    torch.testing.assert_close(got.double(), sample_on_grid([wide.bfloat16().double()], [16], 16, 1, 260),
+                               rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("options", [{"tokenizer": {"final_pool": True}}, {"transformer": {"cell_max": True}},

@@ -39,6 +39,22 @@ def test_peer_output_loss_and_backbone_groups(arch: str) -> None:
     assert sum(p.numel() for ps in groups.values() for p in ps) == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("arch", PEERS)
+def test_one_image_per_process_trains_or_says_why_not(arch: str) -> None:
+    """FPN trains on one image; DeepLabV3+'s image-pooling BatchNorm cannot (one value per channel): a clear error
+    naming the settings that work, not PyTorch's; in eval mode both take one image."""
+    model = build_model({"architecture": arch, "num_classes": 3,
+                         "backbone": {"name": "resnet10t", "freeze_bn": True}}).train()
+    x = torch.randn(1, 3, 64, 64)
+    if arch == "deeplabv3plus":
+        with pytest.raises(ValueError, match=r"train.batch_size >= 2, or train.sync_bn"):
+            model(x)
+        assert model(torch.randn(2, 3, 64, 64)).probs.shape == (2, 3, 64, 64)
+    else:
+        model(x).probs.sum().backward()
+    assert model.eval()(x).probs.shape == (1, 3, 64, 64)
+
+
 def test_unknown_architecture_and_out_indices_are_named() -> None:
     with pytest.raises(ValueError, match="did you mean 'deeplabv3plus'"):
         build_model({"architecture": "deeplabv3+", "backbone": {"name": "resnet10t"}})
