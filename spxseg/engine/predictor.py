@@ -148,12 +148,13 @@ class Segmenter:
 
     @torch.inference_mode()
     def predict(self, image: np.ndarray | str | Path, rgb: bool = False) -> np.ndarray:
-        """Label map (H, W) uint8 of train ids (``class_names[i]``) at the input resolution (the lean path of
-        :func:`~spxseg.engine.inference.infer_labels`: no full-resolution probabilities are written)."""
+        """Label map (H, W) uint8 of train ids (``class_names[i]``; uint16 past 256 classes) at the input
+        resolution (the lean path of :func:`~spxseg.engine.inference.infer_labels`: no full-resolution
+        probabilities are written)."""
         x, size = self.preprocess(image, rgb)
         with autocast_context(self.device, self.amp):
             labels = infer_labels(self.model, x, self.cfg.eval, out_size=size)[0]
-        return labels.to(torch.uint8).cpu().numpy()
+        return self._label_array(labels)
 
     @torch.inference_mode()
     def predict_with_superpixels(self, image: np.ndarray | str | Path, rgb: bool = False
@@ -171,7 +172,7 @@ class Segmenter:
             pred = self.model.predict(model_input(x, ev.channels_last), superpixels=True, size=size)
             labels = pred.labels if single_view(ev) else infer_labels(self.model, x, ev, out_size=size)
         self.superpixels = pred.superpixels[0].to(torch.int32).cpu().numpy()
-        return labels[0].to(torch.uint8).cpu().numpy(), self.superpixels
+        return self._label_array(labels[0]), self.superpixels
 
     @torch.inference_mode()
     def predict_batch(self, images: Sequence[np.ndarray], rgb: bool = False) -> list[np.ndarray]:
@@ -180,7 +181,11 @@ class Segmenter:
         prepared = [self.preprocess(img, rgb) for img in images]
         labels = infer_batch(self.model, [x[0] for x, _ in prepared], self.cfg.eval,
                              [size for _, size in prepared], self.device, self.amp, labels=True)
-        return [pred.to(torch.uint8).cpu().numpy() for pred in labels]
+        return [self._label_array(pred) for pred in labels]
+
+    def _label_array(self, labels: Tensor) -> np.ndarray:
+        """Class ids as numpy: uint8 up to 256 classes (what PNG label maps hold), uint16 past that."""
+        return labels.cpu().numpy().astype(np.uint8 if self.num_classes <= 256 else np.uint16)
 
     def __repr__(self) -> str:
         m = self.cfg.model

@@ -297,6 +297,18 @@ def test_segmenter_grey_inputs_and_overrides_with_a_config(checkpoint) -> None:
     assert flipped.cfg.eval.flip and not seg.cfg.eval.flip
 
 
+def test_segmenter_label_maps_past_256_classes_do_not_wrap() -> None:
+    cfg = from_dict(Config, {"model": {**TINY, "num_classes": 300}, "data": {"dataset": "cityscapes"}})
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    with torch.no_grad():
+        model.classifier.bias.zero_()
+        model.classifier.bias[299] = 100.0  # every superpixel says class 299
+    seg = Segmenter(model, cfg, device="cpu")
+    labels = seg.predict(np.zeros((40, 48, 3), np.uint8))
+    assert labels.dtype == np.uint16 and np.all(labels == 299)
+
+
 def test_segmenter_ignores_backbone_init_of_stored_config(tmp_path, checkpoint) -> None:
     """A checkpoint trained from ImageNet / a local backbone file loads offline, without that file."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
