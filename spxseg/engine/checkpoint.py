@@ -361,7 +361,23 @@ def load_trained_model(path: str | Path, cfg: Config | None = None, overrides: l
     if cfg is not None and overrides:  # ConfigError on a bad key, as for the file's own config
         cfg = resolve_normalization(from_dict(Config, apply_overrides(to_dict(cfg), overrides)))
     ckpt = load_checkpoint(path)
+    if cfg is not None:
+        warn_normalization_differs(ckpt.get("config"), cfg, path)
     cfg = cfg if cfg is not None else config_from_checkpoint(ckpt, path, overrides)
     model = build_model_for_weights(cfg.model)
     load_model_weights(model, ckpt, path, cfg.model)
     return model, cfg, ckpt
+
+
+def warn_normalization_differs(stored: dict | None, cfg: Config, path: str | Path) -> None:
+    """Warn when ``cfg`` normalises images otherwise than the config ``path`` was trained with: its weights learned
+    that input scale, and the predictions quietly degrade under another (the weights themselves still fit)."""
+    data = stored.get("data") if isinstance(stored, dict) else None
+    if not isinstance(data, dict):
+        return
+    for key in ("mean", "std"):
+        theirs, ours = data.get(key), getattr(cfg.data, key)
+        if theirs is not None and ours is not None and [float(v) for v in theirs] != [float(v) for v in ours]:
+            warnings.warn(f"data.{key} {list(ours)} differs from the {list(theirs)} that {path} was trained with: "
+                          f"its predictions assume the latter (drop --config to use the stored config, or set "
+                          f"data.{key})", stacklevel=2)

@@ -133,6 +133,21 @@ def test_safetensors_weights_next_to_config(run) -> None:
     assert a.cfg == b.cfg
 
 
+def test_a_config_that_normalises_otherwise_is_warned_about(run) -> None:
+    import warnings
+
+    from spxseg.engine.checkpoint import load_trained_model
+
+    ckpt = run["work"] / "checkpoints" / "latest.pth"
+    same = load_config(run["config"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the config it was trained with: no warning
+        load_trained_model(ckpt, same)
+    other = load_config(run["config"], ["data.mean=[0,0,0]"])
+    with pytest.warns(UserWarning, match=r"data.mean \[0.0, 0.0, 0.0\] differs .*latest.pth"):
+        load_trained_model(ckpt, other)
+
+
 def test_old_format_checkpoint_resumes_exactly(run, tmp_path) -> None:
     """A checkpoint as the previous release wrote it (raw NumPy RNG state) resumes to the same weights."""
     ckpt = load_checkpoint(run["work"] / "checkpoints" / "iter_0000002.pth")
