@@ -488,13 +488,18 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
+def config_from_data(data: dict, overrides: list[str] | None = None) -> Config:
+    """A :class:`Config` from a (nested, possibly partial) dict plus dotted overrides, its normalisation resolved:
+    what a YAML file, a checkpoint's stored config and a config given with overrides all go through."""
+    return resolve_normalization(from_dict(Config, apply_overrides(data, overrides)))
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a :class:`Config` from a YAML file (with ``_base_``) plus dotted overrides."""
     data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides)
     where = f"{path}: " if path is not None else ""
     try:
-        return resolve_normalization(from_dict(Config, data))
+        return config_from_data(data, overrides)
     except (ConfigError, ValueError) as err:
         raise ConfigError(f"{where}{err}") from None
 

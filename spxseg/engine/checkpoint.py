@@ -28,9 +28,9 @@ from spxseg.config import (
     ConfigError,
     ModelConfig,
     apply_overrides,
+    config_from_data,
     from_dict,
     load_yaml,
-    resolve_normalization,
     to_dict,
 )
 from spxseg.safe_load import UnsafeCheckpointError, load_safetensors, torch_load_safe  # noqa: F401 - re-exported
@@ -154,9 +154,8 @@ def config_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint", override
     if not isinstance(ckpt.get("config"), dict):
         where = "no config.yaml next to it" if Path(path).suffix == WEIGHTS_SUFFIX else "it stores no config"
         raise ConfigError(f"{path}: {where}; pass the training config explicitly (e.g. --config)")
-    data = apply_overrides(ckpt["config"], overrides)
     try:
-        return resolve_normalization(from_dict(Config, data))
+        return config_from_data(ckpt["config"], overrides)
     except ConfigError as err:
         if overrides:  # a typo in the overrides themselves: say so, not that the file is at fault
             try:
@@ -359,7 +358,7 @@ def load_trained_model(path: str | Path, cfg: Config | None = None, overrides: l
     the config is ``cfg`` or the one the file was trained with, ``overrides`` applied to either, weights loaded
     strictly."""
     if cfg is not None and overrides:  # ConfigError on a bad key, as for the file's own config
-        cfg = resolve_normalization(from_dict(Config, apply_overrides(to_dict(cfg), overrides)))
+        cfg = config_from_data(to_dict(cfg), overrides)
     ckpt = load_checkpoint(path)
     if cfg is not None:
         warn_normalization_differs(ckpt.get("config"), cfg, path)

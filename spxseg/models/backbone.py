@@ -84,7 +84,7 @@ class Backbone(nn.Module):
         self.strides = [reductions[i] for i in self.keep]
         self.channels = [channels[i] for i in self.keep]
         # transformer backbones (swin, ...) hand their stages over channels-last: (B, H, W, C)
-        self.nhwc = str(getattr(self.body, "output_fmt", "NCHW")).upper().endswith("NHWC")
+        self.nhwc = getattr(self.body, "output_fmt", "NCHW") == "NHWC"  # timm's Format is a str enum
 
     @property
     def max_stride(self) -> int:

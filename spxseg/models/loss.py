@@ -25,8 +25,8 @@ def labels_at_stride(labels: Tensor, stride: int, size: tuple[int, int], ignore_
     centre of that part: at stride 8, the last 4 rows of a 180-row crop (a centre at row 180, past the image, left
     them without a label for the superpixel and reconstruction losses until the fix)."""
     h, w = size
-    small = labels[:, _centres(labels.shape[-2], stride, labels.device)][:, :, _centres(labels.shape[-1], stride,
-                                                                                        labels.device)]
+    rows, cols = (_centres(n, stride, labels.device) for n in labels.shape[-2:])
+    small = labels[:, rows][:, :, cols]
     return F.pad(small, (0, w - small.shape[-1], 0, h - small.shape[-2]), value=ignore_index)
 
 
